@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
+
+from core.api.v1.models import ModelDetailApi, ModelListApi
+
+v1 = [
+    path("models", ModelListApi.as_view()),
+    path("models/<path:model_id>", ModelDetailApi.as_view()),
+    path("", include("assistants.api.v1.urls")),
+    path("", include("tools.api.v1.urls")),
+]
+
+urlpatterns = [
+    path("v1/", include(v1)),
+    path("openapi.json", SpectacularAPIView.as_view(), name="openapi"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="openapi"), name="redoc"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "core.views.bad_request"
+handler404 = "core.views.not_found"
+handler500 = "core.views.server_error"

@@ -1,0 +1,158 @@
+"""One error type, one exception handler, one wire shape.
+
+Every failure leaves the API as ``{"error": {"message", "type", "param",
+"code"}}`` with the status OpenAI uses for it, so SDK clients raise the same
+exception classes they raised against OpenAI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_code: str | None = None
+
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.error_type, self.param, self.code)
+
+
+class InvalidRequestError(ApplicationError):
+    pass
+
+
+class AuthenticationError(ApplicationError):
+    status_code = 401
+
+
+class PermissionDeniedError(ApplicationError):
+    status_code = 403
+
+
+class NotFoundError(ApplicationError):
+    status_code = 404
+
+    @classmethod
+    def for_object(cls, kind: str, object_id: str, param: str | None = None) -> NotFoundError:
+        return cls(f"No {kind} found with id '{object_id}'.", param=param)
+
+
+class ConflictError(ApplicationError):
+    status_code = 409
+
+
+class PayloadTooLargeError(ApplicationError):
+    status_code = 413
+    default_code = "payload_too_large"
+
+
+class RateLimitError(ApplicationError):
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+
+
+class ServerError(ApplicationError):
+    status_code = 500
+    error_type = "server_error"
+
+
+def error_body(
+    message: str,
+    error_type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param,
+                      "code": code}}
+
+
+def _first_drf_error(detail: Any, path: str = "") -> tuple[str | None, str]:
+    """Walk a DRF ValidationError detail to its first leaf: (param, message)."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            if key == "non_field_errors":
+                return _first_drf_error(value, path)
+            sub = f"{path}.{key}" if path else str(key)
+            return _first_drf_error(value, sub)
+    if isinstance(detail, list) and detail:
+        first = detail[0]
+        if isinstance(first, (dict, list)):
+            return _first_drf_error(first, f"{path}[0]")
+        return (path or None), str(first)
+    return (path or None), str(detail)
+
+
+def _as_application_error(exc: Exception) -> ApplicationError:
+    if isinstance(exc, ApplicationError):
+        return exc
+    if isinstance(exc, drf.ParseError):
+        return InvalidRequestError(
+            "We could not parse the JSON body of your request. The body must be "
+            "valid JSON (UTF-8, no trailing commas, no NaN)."
+        )
+    if isinstance(exc, drf.NotAuthenticated):
+        return AuthenticationError(
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer "
+            "YOUR_KEY)."
+        )
+    if isinstance(exc, drf.AuthenticationFailed):
+        return AuthenticationError(str(exc.detail), code="invalid_api_key")
+    if isinstance(exc, drf.PermissionDenied):
+        return PermissionDeniedError(str(exc.detail))
+    if isinstance(exc, (drf.NotFound, Http404)):
+        return NotFoundError("Not found.")
+    if isinstance(exc, drf.MethodNotAllowed):
+        err = InvalidRequestError(str(exc.detail), code="method_not_allowed")
+        err.status_code = 405
+        return err
+    if isinstance(exc, drf.UnsupportedMediaType):
+        err = InvalidRequestError(str(exc.detail), code="unsupported_media_type")
+        err.status_code = 415
+        return err
+    if isinstance(exc, drf.Throttled):
+        return RateLimitError(str(exc.detail))
+    if isinstance(exc, RequestDataTooBig):
+        return PayloadTooLargeError("The request body is too large.")
+    if isinstance(exc, drf.ValidationError):
+        param, message = _first_drf_error(exc.detail)
+        return InvalidRequestError(message, param=param)
+    if isinstance(exc, drf.APIException):
+        err = InvalidRequestError(str(exc.detail))
+        err.status_code = exc.status_code
+        return err
+    logger.exception("unhandled error", exc_info=exc)
+    return ServerError(
+        "The server had an error while processing your request. Sorry about that!"
+    )
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's EXCEPTION_HANDLER: every error becomes the OpenAI error body."""
+    err = _as_application_error(exc)
+    headers = {}
+    if isinstance(exc, drf.Throttled) and exc.wait is not None:
+        headers["Retry-After"] = str(int(exc.wait) + 1)
+    return Response(err.body(), status=err.status_code, headers=headers)
+
+
+def json_error_response(err: ApplicationError) -> JsonResponse:
+    return JsonResponse(err.body(), status=err.status_code)

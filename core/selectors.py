@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from core.errors import InvalidRequestError, NotFoundError
+from core.models import LanguageModel
+
+
+def language_models_active() -> QuerySet[LanguageModel]:
+    return LanguageModel.objects.filter(is_active=True)
+
+
+def language_model_get(*, model_id: str) -> LanguageModel:
+    model = language_models_active().filter(id=model_id).first()
+    if model is None:
+        raise NotFoundError(f"The model '{model_id}' does not exist.",
+                            code="model_not_found", param="model")
+    return model
+
+
+def language_model_require(*, model_id: str, param: str = "model") -> LanguageModel:
+    """A registered model for a write; 400 naming ``param`` otherwise."""
+    model = language_models_active().filter(id=model_id).first()
+    if model is None:
+        raise InvalidRequestError(
+            f"The model '{model_id}' does not exist or you do not have access to it.",
+            param=param, code="model_not_found",
+        )
+    return model

