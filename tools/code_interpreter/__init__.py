@@ -1,0 +1,2 @@
+"""code_interpreter: model-written Python in a hardened Docker sandbox
+(code-interpreter issue)."""

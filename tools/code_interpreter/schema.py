@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from core.validation import Input
+
+
+class CodeInterpreterTool(Input):
+    type: Literal["code_interpreter"]

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db.models import QuerySet
+
+from core.errors import InvalidRequestError, NotFoundError
+from core.models import Project
+from tools.models import File, Upload, VectorStore
+
+
+def files_of(*, project: Project) -> QuerySet[File]:
+    return File.objects.filter(project=project)
+
+
+def file_get(*, project: Project, file_id: str) -> File:
+    file = files_of(project=project).filter(pk=file_id).first()
+    if file is None:
+        raise NotFoundError.for_object("file", file_id)
+    return file
+
+
+def files_require(*, project: Project, file_ids: Sequence[str], param: str) -> None:
+    """Every id names a file of ``project``; else 400 naming the first stranger."""
+    found = set(files_of(project=project).filter(pk__in=file_ids)
+                .values_list("pk", flat=True))
+    for i, file_id in enumerate(file_ids):
+        if file_id not in found:
+            raise InvalidRequestError(f"No file found with id '{file_id}'.",
+                                      param=f"{param}[{i}]")
+
+
+def uploads_of(*, project: Project) -> QuerySet[Upload]:
+    return Upload.objects.filter(project=project)
+
+
+def upload_get(*, project: Project, upload_id: str) -> Upload:
+    upload = uploads_of(project=project).filter(pk=upload_id).first()
+    if upload is None:
+        raise NotFoundError.for_object("upload", upload_id)
+    return upload
+
+
+def vector_stores_of(*, project: Project) -> QuerySet[VectorStore]:
+    return VectorStore.objects.filter(project=project)
+
+
+def vector_stores_require(*, project: Project, vector_store_ids: Sequence[str],
+                          param: str) -> None:
+    found = set(vector_stores_of(project=project).filter(pk__in=vector_store_ids)
+                .values_list("pk", flat=True))
+    for i, vs_id in enumerate(vector_store_ids):
+        if vs_id not in found:
+            raise InvalidRequestError(f"No vector store found with id '{vs_id}'.",
+                                      param=f"{param}[{i}]")
