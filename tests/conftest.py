@@ -1,0 +1,166 @@
+"""Shared fixtures: tenants, API clients, and the real server in a subprocess.
+
+The live server is uvicorn serving ``config.asgi`` against pytest-django's
+test database, exactly as ``make run`` serves it. Tests that use it create
+their own project and key (``tenant``), so they never see each other's data
+and need no cleanup: the test database is dropped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from django.db import connection
+
+from core.models import ApiKey, LanguageModel, Organization, Project
+from core.services.keys import api_key_create
+from core.services.models import language_model_register
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+TEST_MODEL = "test-model"
+
+
+@dataclass
+class Tenant:
+    organization: Organization
+    project: Project
+    key: ApiKey
+    raw_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.raw_key}",
+                "OpenAI-Beta": "assistants=v2"}
+
+
+_counter = 0
+
+
+def make_tenant(organization: Organization | None = None) -> Tenant:
+    global _counter
+    _counter += 1
+    stamp = f"{os.getpid()}-{time.monotonic_ns()}-{_counter}"
+    org = organization or Organization.objects.create(name=f"org {stamp}")
+    project = Project.objects.create(organization=org, name=f"project {stamp}")
+    issued = api_key_create(project=project, name="test")
+    return Tenant(organization=org, project=project, key=issued.api_key,
+                  raw_key=issued.raw)
+
+
+def ensure_test_model() -> LanguageModel:
+    return language_model_register(
+        name=TEST_MODEL, base_urls=["http://127.0.0.1:9/v1"], context_window=8192
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    host = quote(s.get("HOST") or "", safe="")
+    password = f":{quote(s['PASSWORD'], safe='')}" if s.get("PASSWORD") else ""
+    port = f":{s['PORT']}" if s.get("PORT") else ""
+    return f"postgres://{s['USER']}{password}@{host}{port}/{s['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    """Base URL (``http://127.0.0.1:PORT/v1``) of a real uvicorn process."""
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+        connection.close()
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": database_url,
+           "DJANGO_SETTINGS_MODULE": "config.settings.test", "LOG_LEVEL": "WARNING"}
+    data_dir = Path(os.environ.get("DATA_DIR", BASE_DIR / ".data"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir / "live-server.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host",
+         "127.0.0.1", "--port", str(port), "--lifespan", "off", "--no-access-log"],
+        cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the live server exited; see {data_dir}/live-server.log")
+        try:
+            httpx.get(f"{url}/v1/models", timeout=1)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+    yield f"{url}/v1"
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture
+def live_tenant(live_server_url: str, django_db_blocker: Any) -> Tenant:
+    """A committed project and key the live server can see."""
+    with django_db_blocker.unblock():
+        ensure_test_model()
+        return make_tenant()
+
+
+@pytest.fixture
+def other_live_tenant(live_server_url: str, django_db_blocker: Any) -> Tenant:
+    with django_db_blocker.unblock():
+        return make_tenant()
+
+
+@pytest.fixture
+def sdk(live_server_url: str, live_tenant: Tenant) -> Any:
+    """The official openai SDK, pointed at the live server."""
+    import openai
+
+    return openai.OpenAI(base_url=live_server_url, api_key=live_tenant.raw_key,
+                         max_retries=0, timeout=30)
+
+
+@pytest.fixture
+def http(live_server_url: str, live_tenant: Tenant) -> Iterator[httpx.Client]:
+    """Raw HTTP to the live server, authenticated as ``live_tenant``."""
+    with httpx.Client(base_url=live_server_url, headers=live_tenant.headers,
+                      timeout=30) as client:
+        yield client
+
+
+# In-process (Django test client) fixtures: fast, rolled back after each test.
+
+@pytest.fixture
+def tenant(db: Any) -> Tenant:
+    ensure_test_model()
+    return make_tenant()
+
+
+@pytest.fixture
+def api(tenant: Tenant) -> Any:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant.raw_key}")
+    return client
