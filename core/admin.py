@@ -6,10 +6,9 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils import timezone
 
-from core.models import ApiKey, LanguageModel, Organization, Project
-from core.services.keys import api_key_generate_raw
-from core.models import hash_key
 from core.auth import redact
+from core.models import ApiKey, LanguageModel, Organization, Project, hash_key
+from core.services.keys import api_key_generate_raw
 
 
 class ProjectInline(admin.TabularInline):
@@ -56,16 +55,31 @@ def revoke_keys(modeladmin: Any, request: HttpRequest, queryset: Any) -> None:
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "redacted", "project", "created_at", "last_used_at",
-                    "revoked_at")
+    list_display = (
+        "name",
+        "redacted",
+        "project",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
     list_filter = ("project__organization", "project", "revoked_at")
     search_fields = ("name", "id", "redacted", "project__name")
     readonly_fields = ("id", "redacted", "created_at", "last_used_at")
-    fields = ("id", "project", "name", "redacted", "created_at", "last_used_at",
-              "revoked_at")
+    fields = (
+        "id",
+        "project",
+        "name",
+        "redacted",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
     actions = [revoke_keys]
 
-    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: ApiKey, form: Any, change: bool
+    ) -> None:
         if not change:
             # The admin is a front for the same rule as the service: the raw key
             # exists only in this response.

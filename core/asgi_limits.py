@@ -39,15 +39,24 @@ def limit_for(path: str) -> int:
 
 
 async def _send_413(send: Send, limit: int) -> None:
-    body = orjson.dumps(error_body(
-        f"The request body is larger than the limit of {limit} bytes for this "
-        "endpoint.", code="payload_too_large",
-    ))
-    await send({"type": "http.response.start", "status": 413, "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]})
+    body = orjson.dumps(
+        error_body(
+            f"The request body is larger than the limit of {limit} bytes for this "
+            "endpoint.",
+            code="payload_too_large",
+        )
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -51,7 +51,9 @@ class NotFoundError(ApplicationError):
     status_code = 404
 
     @classmethod
-    def for_object(cls, kind: str, object_id: str, param: str | None = None) -> NotFoundError:
+    def for_object(
+        cls, kind: str, object_id: str, param: str | None = None
+    ) -> NotFoundError:
         return cls(f"No {kind} found with id '{object_id}'.", param=param)
 
 
@@ -80,8 +82,9 @@ def error_body(
     param: str | None = None,
     code: str | None = None,
 ) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param,
-                      "code": code}}
+    return {
+        "error": {"message": message, "type": error_type, "param": param, "code": code}
+    }
 
 
 def _first_drf_error(detail: Any, path: str = "") -> tuple[str | None, str]:

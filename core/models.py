@@ -19,8 +19,11 @@ OBJECT_SEQUENCE = "agents_object_seq"
 
 
 def next_seq() -> models.Func:
-    return models.Func(models.Value(OBJECT_SEQUENCE), function="nextval",
-                       output_field=models.BigIntegerField())
+    return models.Func(
+        models.Value(OBJECT_SEQUENCE),
+        function="nextval",
+        output_field=models.BigIntegerField(),
+    )
 
 
 class PublicObject(models.Model):
@@ -38,8 +41,9 @@ class PublicObject(models.Model):
 
 
 class Organization(models.Model):
-    id = models.CharField(primary_key=True, max_length=64, default=ids.new_org_id,
-                          editable=False)
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_org_id, editable=False
+    )
     name = models.CharField(max_length=256, unique=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -50,17 +54,20 @@ class Organization(models.Model):
 class Project(models.Model):
     """The tenant boundary: every API object belongs to exactly one project."""
 
-    id = models.CharField(primary_key=True, max_length=64,
-                          default=ids.new_project_id, editable=False)
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE,
-                                     related_name="projects")
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_project_id, editable=False
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="projects"
+    )
     name = models.CharField(max_length=256)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["organization", "name"],
-                                    name="project_name_unique_in_org"),
+            models.UniqueConstraint(
+                fields=["organization", "name"], name="project_name_unique_in_org"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -76,14 +83,19 @@ def hash_key(raw: str) -> str:
 class ApiKey(models.Model):
     """A project's secret key. Only its SHA-256 is stored; the key is shown once."""
 
-    id = models.CharField(primary_key=True, max_length=64, default=ids.new_key_id,
-                          editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE,
-                                related_name="api_keys")
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_key_id, editable=False
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="api_keys"
+    )
     name = models.CharField(max_length=256, blank=True)
     hashed_key = models.CharField(max_length=64, unique=True, editable=False)
-    redacted = models.CharField(max_length=32, editable=False,
-                                help_text="First and last characters, for display.")
+    redacted = models.CharField(
+        max_length=32,
+        editable=False,
+        help_text="First and last characters, for display.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -103,10 +115,12 @@ class LanguageModel(models.Model):
     """A model the platform can run, served by one or more OpenAI-compatible
     engines (replicas). Global to the installation; operators manage it."""
 
-    id = models.CharField(primary_key=True, max_length=256,
-                          help_text="The name clients pass as `model`.")
+    id = models.CharField(
+        primary_key=True, max_length=256, help_text="The name clients pass as `model`."
+    )
     served_name = models.CharField(
-        max_length=256, blank=True,
+        max_length=256,
+        blank=True,
         help_text="The name the engine knows it by, when it differs from the id.",
     )
     base_urls = models.JSONField(
@@ -115,7 +129,8 @@ class LanguageModel(models.Model):
     api_key = models.CharField(max_length=512, blank=True)
     context_window = models.PositiveIntegerField(default=8192)
     capabilities = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text='e.g. {"tools": true, "json_schema": true, "vision": false}',
     )
     owned_by = models.CharField(max_length=256, default="agents")

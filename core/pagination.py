@@ -46,8 +46,12 @@ def page_params(query: Mapping[str, str], *, default_order: str = "desc") -> Pag
         raise InvalidRequestError(
             f"Invalid 'order': '{order}'. Expected 'asc' or 'desc'.", param="order"
         )
-    return PageParams(limit=limit, order=order, after=query.get("after") or None,
-                      before=query.get("before") or None)
+    return PageParams(
+        limit=limit,
+        order=order,
+        after=query.get("after") or None,
+        before=query.get("before") or None,
+    )
 
 
 def _cursor_seq(queryset: QuerySet[M], object_id: str, param: str) -> int:

@@ -7,7 +7,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
-from core.errors import PayloadTooLargeError
+from core.errors import InvalidRequestError, PayloadTooLargeError
 
 
 class JSONParser(BaseParser):
@@ -35,6 +35,37 @@ class JSONParser(BaseParser):
         if not raw.strip():
             return {}
         try:
-            return orjson.loads(raw)
+            data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ParseError(str(exc)) from exc
+        # PostgreSQL cannot store NUL in text or jsonb: refuse it here with a
+        # 400 naming the field instead of failing the INSERT with a 500.
+        if b"\\u0000" in raw:
+            path = _nul_path(data, "")
+            if path is not None:
+                raise InvalidRequestError(
+                    f"Invalid '{path or 'body'}': strings may not contain the NUL "
+                    "character (\\u0000).",
+                    param=path or None,
+                )
+        return data
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """The request path of the first string (or key) holding a NUL, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return sub
+            found = _nul_path(item, sub)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None

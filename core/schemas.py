@@ -24,10 +24,18 @@ class DeletedObject(BaseModel):
     deleted: Literal[True]
 
 
-ERRORS = {400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse,
-          413: ErrorResponse}
+ERRORS = {
+    400: ErrorResponse,
+    401: ErrorResponse,
+    404: ErrorResponse,
+    413: ErrorResponse,
+}
 
 
 def list_page_fields() -> dict[str, object]:
-    return {"object": (Literal["list"], ...), "first_id": (str | None, ...),
-            "last_id": (str | None, ...), "has_more": (bool, ...)}
+    return {
+        "object": (Literal["list"], ...),
+        "first_id": (str | None, ...),
+        "last_id": (str | None, ...),
+        "has_more": (bool, ...),
+    }

@@ -13,8 +13,11 @@ def language_models_active() -> QuerySet[LanguageModel]:
 def language_model_get(*, model_id: str) -> LanguageModel:
     model = language_models_active().filter(id=model_id).first()
     if model is None:
-        raise NotFoundError(f"The model '{model_id}' does not exist.",
-                            code="model_not_found", param="model")
+        raise NotFoundError(
+            f"The model '{model_id}' does not exist.",
+            code="model_not_found",
+            param="model",
+        )
     return model
 
 
@@ -24,6 +27,7 @@ def language_model_require(*, model_id: str, param: str = "model") -> LanguageMo
     if model is None:
         raise InvalidRequestError(
             f"The model '{model_id}' does not exist or you do not have access to it.",
-            param=param, code="model_not_found",
+            param=param,
+            code="model_not_found",
         )
     return model

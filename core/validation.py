@@ -29,7 +29,9 @@ def _check_metadata(value: dict[str, str]) -> dict[str, str]:
         if len(key) > 64:
             raise ValueError(f"metadata key '{key[:70]}' is longer than 64 characters")
         if len(item) > 512:
-            raise ValueError(f"metadata value for '{key}' is longer than 512 characters")
+            raise ValueError(
+                f"metadata value for '{key}' is longer than 512 characters"
+            )
     return value
 
 
@@ -38,8 +40,15 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 def _describe(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a decimal number",
-             str: "a string", list: "an array", dict: "an object", type(None): "null"}
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a decimal number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -67,9 +76,9 @@ def _param_path(loc: tuple[int | str, ...], data: Any, keep_last: bool) -> str:
 def _value_at(loc: tuple[int | str, ...], data: Any) -> Any:
     current = data
     for elem in loc:
-        if isinstance(current, dict) and elem in current:
-            current = current[elem]
-        elif isinstance(current, list) and isinstance(elem, int) and elem < len(current):
+        if isinstance(current, dict) and elem in current or (
+            isinstance(current, list) and isinstance(elem, int) and elem < len(current)
+        ):
             current = current[elem]
     return current
 
@@ -81,34 +90,58 @@ def _message(error: dict[str, Any], param: str, data: Any) -> str:
         return f"Unrecognized request argument supplied: {param}"
     if kind == "missing":
         return f"Missing required parameter: '{param}'."
-    if kind in {"string_type", "int_type", "float_type", "bool_type", "list_type",
-                "dict_type", "model_type", "model_attributes_type"}:
-        expected = {"string_type": "a string", "int_type": "an integer",
-                    "float_type": "a number", "bool_type": "a boolean",
-                    "list_type": "an array", "dict_type": "an object",
-                    "model_type": "an object",
-                    "model_attributes_type": "an object"}[kind]
+    if kind in {
+        "string_type",
+        "int_type",
+        "float_type",
+        "bool_type",
+        "list_type",
+        "dict_type",
+        "model_type",
+        "model_attributes_type",
+    }:
+        expected = {
+            "string_type": "a string",
+            "int_type": "an integer",
+            "float_type": "a number",
+            "bool_type": "a boolean",
+            "list_type": "an array",
+            "dict_type": "an object",
+            "model_type": "an object",
+            "model_attributes_type": "an object",
+        }[kind]
         got = _describe(_value_at(tuple(error["loc"]), data))
-        return (f"Invalid type for '{param}': expected {expected}, but got {got} "
-                "instead.")
+        return (
+            f"Invalid type for '{param}': expected {expected}, but got {got} instead."
+        )
     if kind == "string_too_long":
-        return (f"Invalid '{param}': string too long. Expected a string with maximum "
-                f"length {ctx.get('max_length')}.")
+        return (
+            f"Invalid '{param}': string too long. Expected a string with maximum "
+            f"length {ctx.get('max_length')}."
+        )
     if kind == "string_too_short":
-        return (f"Invalid '{param}': string too short. Expected a string with minimum "
-                f"length {ctx.get('min_length')}.")
+        return (
+            f"Invalid '{param}': string too short. Expected a string with minimum "
+            f"length {ctx.get('min_length')}."
+        )
     if kind == "too_long":
-        return (f"Invalid '{param}': array too long. Expected an array with maximum "
-                f"length {ctx.get('max_length')}.")
+        return (
+            f"Invalid '{param}': array too long. Expected an array with maximum "
+            f"length {ctx.get('max_length')}."
+        )
     if kind == "too_short":
-        return (f"Invalid '{param}': array too short. Expected an array with minimum "
-                f"length {ctx.get('min_length')}.")
+        return (
+            f"Invalid '{param}': array too short. Expected an array with minimum "
+            f"length {ctx.get('min_length')}."
+        )
     if kind in {"literal_error", "enum"}:
         return f"Invalid value for '{param}': expected {ctx.get('expected')}."
     if kind == "union_tag_invalid":
-        return (f"Invalid value for '{param}.{ctx.get('discriminator', 'type')}'"
-                f": '{ctx.get('tag')}'. Supported values are: "
-                f"{ctx.get('expected_tags')}.")
+        return (
+            f"Invalid value for '{param}.{ctx.get('discriminator', 'type')}'"
+            f": '{ctx.get('tag')}'. Supported values are: "
+            f"{ctx.get('expected_tags')}."
+        )
     if kind == "value_error":
         return f"Invalid '{param}': {ctx.get('error', error['msg'])}."
     return f"Invalid '{param}': {error['msg']}."
@@ -127,5 +160,6 @@ def parse(model: type[T], data: Any) -> T:
         error = max(errors, key=lambda e: len(e["loc"]))
         loc = tuple(error["loc"])
         param = _param_path(loc, data, keep_last=error["type"] == "missing")
-        raise InvalidRequestError(_message(dict(error), param, data),
-                                  param=param or None) from None
+        raise InvalidRequestError(
+            _message(dict(error), param, data), param=param or None
+        ) from None

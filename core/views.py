@@ -17,11 +17,14 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 
 def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     return JsonResponse(
-        error_body("The server had an error while processing your request.",
-                   "server_error"),
+        error_body(
+            "The server had an error while processing your request.", "server_error"
+        ),
         status=500,
     )
 
 
-def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def bad_request(
+    request: HttpRequest, exception: Exception | None = None
+) -> JsonResponse:
     return JsonResponse(error_body("Bad request."), status=400)

@@ -40,8 +40,10 @@ class Tenant:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.raw_key}",
-                "OpenAI-Beta": "assistants=v2"}
+        return {
+            "Authorization": f"Bearer {self.raw_key}",
+            "OpenAI-Beta": "assistants=v2",
+        }
 
 
 _counter = 0
@@ -54,8 +56,9 @@ def make_tenant(organization: Organization | None = None) -> Tenant:
     org = organization or Organization.objects.create(name=f"org {stamp}")
     project = Project.objects.create(organization=org, name=f"project {stamp}")
     issued = api_key_create(project=project, name="test")
-    return Tenant(organization=org, project=project, key=issued.api_key,
-                  raw_key=issued.raw)
+    return Tenant(
+        organization=org, project=project, key=issued.api_key, raw_key=issued.raw
+    )
 
 
 def ensure_test_model() -> LanguageModel:
@@ -85,21 +88,41 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
         database_url = _database_url()
         connection.close()
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": database_url,
-           "DJANGO_SETTINGS_MODULE": "config.settings.test", "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "LOG_LEVEL": "WARNING",
+    }
     data_dir = Path(os.environ.get("DATA_DIR", BASE_DIR / ".data"))
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "live-server.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host",
-         "127.0.0.1", "--port", str(port), "--lifespan", "off", "--no-access-log"],
-        cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--no-access-log",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"the live server exited; see {data_dir}/live-server.log")
+            raise RuntimeError(
+                f"the live server exited; see {data_dir}/live-server.log"
+            )
         try:
             httpx.get(f"{url}/v1/models", timeout=1)
             break
@@ -137,19 +160,22 @@ def sdk(live_server_url: str, live_tenant: Tenant) -> Any:
     """The official openai SDK, pointed at the live server."""
     import openai
 
-    return openai.OpenAI(base_url=live_server_url, api_key=live_tenant.raw_key,
-                         max_retries=0, timeout=30)
+    return openai.OpenAI(
+        base_url=live_server_url, api_key=live_tenant.raw_key, max_retries=0, timeout=30
+    )
 
 
 @pytest.fixture
 def http(live_server_url: str, live_tenant: Tenant) -> Iterator[httpx.Client]:
     """Raw HTTP to the live server, authenticated as ``live_tenant``."""
-    with httpx.Client(base_url=live_server_url, headers=live_tenant.headers,
-                      timeout=30) as client:
+    with httpx.Client(
+        base_url=live_server_url, headers=live_tenant.headers, timeout=30
+    ) as client:
         yield client
 
 
 # In-process (Django test client) fixtures: fast, rolled back after each test.
+
 
 @pytest.fixture
 def tenant(db: Any) -> Tenant:

@@ -11,12 +11,24 @@ from tests.conftest import TEST_MODEL, Tenant
 @pytest.mark.live
 def test_sdk_creates_retrieves_updates_and_deletes_an_assistant(sdk: Any) -> None:
     created = sdk.beta.assistants.create(
-        model=TEST_MODEL, name="Math tutor", instructions="Be brief.",
-        tools=[{"type": "code_interpreter"},
-               {"type": "function", "function": {
-                   "name": "lookup", "parameters": {
-                       "type": "object", "properties": {"q": {"type": "string"}}}}}],
-        metadata={"team": "a"}, temperature=0.5,
+        model=TEST_MODEL,
+        name="Math tutor",
+        instructions="Be brief.",
+        tools=[
+            {"type": "code_interpreter"},
+            {
+                "type": "function",
+                "function": {
+                    "name": "lookup",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"q": {"type": "string"}},
+                    },
+                },
+            },
+        ],
+        metadata={"team": "a"},
+        temperature=0.5,
     )
     assert created.id.startswith("asst_")
     assert created.object == "assistant"
@@ -40,8 +52,9 @@ def test_an_unregistered_model_is_a_400_naming_model(sdk: Any) -> None:
 
 
 def test_a_wrong_type_names_the_field(api: Any) -> None:
-    response = api.post("/v1/assistants", {"model": TEST_MODEL, "name": 5},
-                        format="json")
+    response = api.post(
+        "/v1/assistants", {"model": TEST_MODEL, "name": 5}, format="json"
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == "name"
@@ -49,34 +62,44 @@ def test_a_wrong_type_names_the_field(api: Any) -> None:
 
 
 def test_a_bad_function_name_inside_tools_is_named_precisely(api: Any) -> None:
-    response = api.post("/v1/assistants", {
-        "model": TEST_MODEL,
-        "tools": [{"type": "code_interpreter"},
-                  {"type": "function", "function": {"name": "has space"}}],
-    }, format="json")
+    response = api.post(
+        "/v1/assistants",
+        {
+            "model": TEST_MODEL,
+            "tools": [
+                {"type": "code_interpreter"},
+                {"type": "function", "function": {"name": "has space"}},
+            ],
+        },
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "tools[1].function.name"
 
 
 def test_an_unknown_tool_type_is_rejected(api: Any) -> None:
-    response = api.post("/v1/assistants", {"model": TEST_MODEL,
-                                           "tools": [{"type": "web_browser"}]},
-                        format="json")
+    response = api.post(
+        "/v1/assistants",
+        {"model": TEST_MODEL, "tools": [{"type": "web_browser"}]},
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"].startswith("tools[0]")
 
 
 def test_metadata_limits_are_enforced(api: Any) -> None:
     too_many = {f"k{i}": "v" for i in range(17)}
-    response = api.post("/v1/assistants", {"model": TEST_MODEL, "metadata": too_many},
-                        format="json")
+    response = api.post(
+        "/v1/assistants", {"model": TEST_MODEL, "metadata": too_many}, format="json"
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "metadata"
 
 
 def test_an_unknown_argument_is_rejected(api: Any) -> None:
-    response = api.post("/v1/assistants", {"model": TEST_MODEL, "colour": "red"},
-                        format="json")
+    response = api.post(
+        "/v1/assistants", {"model": TEST_MODEL, "colour": "red"}, format="json"
+    )
     assert response.status_code == 400
     assert response.json()["error"]["message"] == (
         "Unrecognized request argument supplied: colour"
@@ -84,10 +107,14 @@ def test_an_unknown_argument_is_rejected(api: Any) -> None:
 
 
 def test_a_foreign_file_in_tool_resources_is_rejected(api: Any, tenant: Tenant) -> None:
-    response = api.post("/v1/assistants", {
-        "model": TEST_MODEL,
-        "tool_resources": {"code_interpreter": {"file_ids": ["file-doesnotexist"]}},
-    }, format="json")
+    response = api.post(
+        "/v1/assistants",
+        {
+            "model": TEST_MODEL,
+            "tool_resources": {"code_interpreter": {"file_ids": ["file-doesnotexist"]}},
+        },
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == (
         "tool_resources.code_interpreter.file_ids[0]"
@@ -95,10 +122,14 @@ def test_a_foreign_file_in_tool_resources_is_rejected(api: Any, tenant: Tenant) 
 
 
 def test_more_than_one_vector_store_is_rejected(api: Any) -> None:
-    response = api.post("/v1/assistants", {
-        "model": TEST_MODEL,
-        "tool_resources": {"file_search": {"vector_store_ids": ["vs_a", "vs_b"]}},
-    }, format="json")
+    response = api.post(
+        "/v1/assistants",
+        {
+            "model": TEST_MODEL,
+            "tool_resources": {"file_search": {"vector_store_ids": ["vs_a", "vs_b"]}},
+        },
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == (
         "tool_resources.file_search.vector_store_ids"

@@ -10,8 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def top_level_packages() -> list[str]:
     return sorted(
-        p.name for p in ROOT.iterdir()
-        if p.is_dir() and (p / "__init__.py").exists()
+        p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()
     )
 
 

@@ -82,7 +82,9 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+# collectstatic target for production; unset locally, where WhiteNoise serves
+# straight from the apps (and warns about a STATIC_ROOT that does not exist).
+STATIC_ROOT = env.str("STATIC_ROOT", default=None)
 # Serve app and sidecar assets straight from the packages: `make run` works
 # without a collectstatic step, and the docs UI needs no CDN.
 WHITENOISE_USE_FINDERS = True
@@ -145,9 +147,6 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SECURITY": [{"bearerAuth": []}],
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}
-    },
 }
 
 # The model registry is seeded from these on start (core.services.models).

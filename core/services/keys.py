@@ -22,7 +22,9 @@ def api_key_generate_raw() -> str:
     return KEY_PREFIX + random_token(48)
 
 
-def api_key_create(*, project: Project, name: str = "", raw: str | None = None) -> IssuedKey:
+def api_key_create(
+    *, project: Project, name: str = "", raw: str | None = None
+) -> IssuedKey:
     """Store a key for ``project``. ``raw`` imports a chosen key (bootstrap).
 
     Raises ValueError if ``raw`` is too short to be a secret.
@@ -30,8 +32,9 @@ def api_key_create(*, project: Project, name: str = "", raw: str | None = None) 
     raw = raw or api_key_generate_raw()
     if len(raw) < 8:
         raise ValueError("an API key must be at least 8 characters long")
-    key = ApiKey.objects.create(project=project, name=name, hashed_key=hash_key(raw),
-                                redacted=redact(raw))
+    key = ApiKey.objects.create(
+        project=project, name=name, hashed_key=hash_key(raw), redacted=redact(raw)
+    )
     return IssuedKey(api_key=key, raw=raw)
 
 

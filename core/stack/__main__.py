@@ -76,7 +76,9 @@ class Stack:
 
     def manage(self, *args: str) -> None:
         subprocess.run(
-            [sys.executable, "manage.py", *args], env=self.env, cwd=BASE_DIR,
+            [sys.executable, "manage.py", *args],
+            env=self.env,
+            cwd=BASE_DIR,
             check=True,
         )
 
@@ -125,16 +127,38 @@ def run(stack: Stack) -> int:
     stack.manage("bootstrap")
     stack.spawn(
         "web",
-        [sys.executable, "-m", "uvicorn", "config.asgi:application",
-         "--host", host, "--port", port, "--lifespan", "off", "--no-access-log",
-         "--workers", stack.env.get("WEB_CONCURRENCY", "1")],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            host,
+            "--port",
+            port,
+            "--lifespan",
+            "off",
+            "--no-access-log",
+            "--workers",
+            stack.env.get("WEB_CONCURRENCY", "1"),
+        ],
     )
     stack.spawn(
         "worker",
-        [sys.executable, "-m", "celery", "-A", "config", "worker",
-         "--loglevel", stack.env.get("LOG_LEVEL", "INFO").upper(),
-         "--concurrency", stack.env.get("WORKER_CONCURRENCY", "2"),
-         "--hostname", f"worker-{os.getpid()}@%h"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            stack.env.get("LOG_LEVEL", "INFO").upper(),
+            "--concurrency",
+            stack.env.get("WORKER_CONCURRENCY", "2"),
+            "--hostname",
+            f"worker-{os.getpid()}@%h",
+        ],
     )
     log(f"API at http://{host}:{port}/v1  (docs: http://{host}:{port}/docs/)")
     return stack.wait_any()

@@ -100,8 +100,16 @@ class EmbeddedPostgres:
             return
         log(f"initialising PostgreSQL in {self.pgdata}")
         subprocess.run(
-            [str(_bin_dir() / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--no-instructions"],
+            [
+                str(_bin_dir() / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
             **self._run_kwargs(),  # type: ignore[arg-type]
@@ -112,8 +120,13 @@ class EmbeddedPostgres:
         # A previous launcher killed with SIGKILL leaves its postmaster
         # running; adopt nothing, stop it so we own the server we talk to.
         self._stop_stale()
-        args = [str(_bin_dir() / "postgres"), "-D", str(self.pgdata),
-                "-k", str(self.socket_dir)]
+        args = [
+            str(_bin_dir() / "postgres"),
+            "-D",
+            str(self.pgdata),
+            "-k",
+            str(self.socket_dir),
+        ]
         for key, value in SERVER_SETTINGS.items():
             args += ["-c", f"{key}={value}"]
         logfile = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115
@@ -133,8 +146,15 @@ class EmbeddedPostgres:
         if not pidfile.exists():
             return
         subprocess.run(
-            [str(_bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast",
-             "-w", "stop"],
+            [
+                str(_bin_dir() / "pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=False,
@@ -155,8 +175,20 @@ class EmbeddedPostgres:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
-            [str(_bin_dir() / "psql"), "-h", str(self.socket_dir), "-U", "postgres",
-             "-d", database, "-tAq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            [
+                str(_bin_dir() / "psql"),
+                "-h",
+                str(self.socket_dir),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-tAq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
             check=True,
             capture_output=True,
             text=True,

@@ -44,9 +44,21 @@ class EmbeddedRedis:
         # No persistence: PostgreSQL is the source of truth and the broker only
         # wakes workers; a restart loses wake-ups the reaper re-sends.
         self.process = subprocess.Popen(
-            [_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
-             "--dir", str(directory), "--save", "", "--appendonly", "no",
-             "--protected-mode", "yes"],
+            [
+                _server_binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
             stdout=logfile,
             stderr=subprocess.STDOUT,
             start_new_session=True,

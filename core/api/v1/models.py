@@ -27,8 +27,12 @@ class ModelList(BaseModel):
 
 
 def model_to_wire(model: LanguageModel) -> dict[str, Any]:
-    return {"id": model.id, "object": "model",
-            "created": int(model.created_at.timestamp()), "owned_by": model.owned_by}
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": int(model.created_at.timestamp()),
+        "owned_by": model.owned_by,
+    }
 
 
 class ModelListApi(APIView):

@@ -30,13 +30,29 @@ class Command(BaseCommand):
             _key, created = api_key_ensure(project=project, raw=raw, name="bootstrap")
             if created:
                 self.stdout.write("[agents] BOOTSTRAP_API_KEY registered.")
-        elif not ApiKey.objects.filter(project=project, revoked_at__isnull=True).exists():
+        elif not ApiKey.objects.filter(
+            project=project, revoked_at__isnull=True
+        ).exists():
             issued = api_key_create(project=project, name="generated on first start")
             # Printed once: only the hash is stored.
             sys.stdout.write(
                 "\n[agents] Created an API key for the default project. It is shown "
                 f"only this once:\n\n    {issued.raw}\n\n"
             )
+        self._ensure_admin()
         model = language_models_seed_from_env()
         if model is not None:
             self.stdout.write(f"[agents] model '{model.id}' at {model.base_urls}")
+
+    def _ensure_admin(self) -> None:
+        """Create the operators' admin login when BOOTSTRAP_ADMIN_PASSWORD is set."""
+        password = os.environ.get("BOOTSTRAP_ADMIN_PASSWORD", "")
+        if not password:
+            return
+        from django.contrib.auth import get_user_model
+
+        username = os.environ.get("BOOTSTRAP_ADMIN_USER", "admin")
+        users = get_user_model()
+        if not users.objects.filter(username=username).exists():
+            users.objects.create_superuser(username=username, password=password)
+            self.stdout.write(f"[agents] admin user '{username}' created.")
