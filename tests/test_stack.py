@@ -1,0 +1,118 @@
+"""`make run` itself: the automation contract, data kept across restarts,
+and a clean stop on SIGTERM. Each start brings up its own embedded
+PostgreSQL and Redis in a fresh DATA_DIR, exactly as on a new machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.live
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(data_dir: Path, port: int, **extra: str) -> subprocess.Popen[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "BOOTSTRAP_API_KEY",
+            "DJANGO_SETTINGS_MODULE",
+        }
+    }
+    env.update({"DATA_DIR": str(data_dir), "PORT": str(port), **extra})
+    return subprocess.Popen(
+        ["make", "-s", "run"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[str], port: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "make run exited early"
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise TimeoutError("make run did not serve the API within 120 s")
+
+
+def _stop(proc: subprocess.Popen[str], data_dir: Path) -> str:
+    """SIGTERM the foreground process group, as a terminal or a supervisor
+    does; return everything the launcher printed."""
+    family = [psutil.Process(proc.pid),
+              *psutil.Process(proc.pid).children(recursive=True)]
+    assert any("postgres" in " ".join(p.cmdline()) for p in family)
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    _gone, alive = psutil.wait_procs(family, timeout=30)
+    assert alive == [], f"still running after stop: {alive}"
+    # Each child was stopped by the launcher, in order, and PostgreSQL shut
+    # down cleanly rather than being killed.
+    for line in ("stopping web", "stopping worker", "stopping Redis",
+                 "stopping PostgreSQL"):
+        assert f"[agents] {line}" in output, output
+    pg_log = (data_dir / "postgres.log").read_text()
+    assert pg_log.rstrip().endswith("database system is shut down"), pg_log[-500:]
+    return output
+
+
+def test_make_run_keeps_the_automation_contract(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = _free_port()
+
+    first = _start(data_dir, port)
+    try:
+        _wait_ready(first, port)
+    finally:
+        output = _stop(first, data_dir)
+    printed = re.findall(r"^\s+(sk-\S+)$", output, flags=re.MULTILINE)
+    assert len(printed) == 1, output
+    generated = printed[0]
+
+    second = _start(data_dir, port, BOOTSTRAP_API_KEY="sk-local-test")
+    try:
+        _wait_ready(second, port)
+        base = f"http://127.0.0.1:{port}/v1"
+        ok = httpx.get(
+            f"{base}/models", headers={"Authorization": "Bearer sk-local-test"}
+        )
+        assert ok.status_code == 200
+        kept = httpx.get(
+            f"{base}/assistants", headers={"Authorization": f"Bearer {generated}"}
+        )
+        assert kept.status_code == 200, "the first start's key survives a restart"
+        assert httpx.get(f"{base}/models").status_code == 401
+    finally:
+        output = _stop(second, data_dir)
+    assert generated not in output, "a generated key is printed only once"
+    assert (data_dir / "postgres" / "PG_VERSION").exists()
