@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import (
     SpectacularJSONAPIView,
     SpectacularRedocView,
@@ -10,7 +10,7 @@ from drf_spectacular.views import (
 
 from core.api.v1.models import ModelDetailApi, ModelListApi
 
-v1 = [
+v1: list[URLPattern | URLResolver] = [
     path("models", ModelListApi.as_view()),
     path("models/<path:model_id>", ModelDetailApi.as_view()),
     path("", include("assistants.api.v1.urls")),

@@ -61,7 +61,7 @@ async def _send_413(send: Send, limit: int) -> None:
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -152,8 +152,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every error becomes the OpenAI error body."""
     err = _as_application_error(exc)
     headers = {}
-    if isinstance(exc, drf.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(int(exc.wait) + 1)
+    wait = getattr(exc, "wait", None) if isinstance(exc, drf.Throttled) else None
+    if wait is not None:
+        headers["Retry-After"] = str(int(wait) + 1)
     return Response(err.body(), status=err.status_code, headers=headers)
 
 

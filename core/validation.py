@@ -76,10 +76,12 @@ def _param_path(loc: tuple[int | str, ...], data: Any, keep_last: bool) -> str:
 def _value_at(loc: tuple[int | str, ...], data: Any) -> Any:
     current = data
     for elem in loc:
-        if isinstance(current, dict) and elem in current or (
-            isinstance(current, list) and isinstance(elem, int) and elem < len(current)
-        ):
-            current = current[elem]
+        if isinstance(current, dict):
+            if elem in current:
+                current = current[elem]
+        elif isinstance(current, list) and isinstance(elem, int):
+            if elem < len(current):
+                current = current[elem]
     return current
 
 

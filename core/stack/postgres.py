@@ -73,7 +73,8 @@ class EmbeddedPostgres:
     def url(self, database: str = "agents") -> str:
         return f"postgres://postgres@{quote(str(self.socket_dir), safe='')}/{database}"
 
-    def _run_kwargs(self) -> dict[str, object]:
+    def _run_kwargs(self) -> dict[str, int]:
+        """``user``/``group`` for subprocess: the service account under root."""
         if running_as_root():
             user = service_user()
             return {"user": user.pw_uid, "group": user.pw_gid}
@@ -112,7 +113,7 @@ class EmbeddedPostgres:
             ],
             check=True,
             stdout=subprocess.DEVNULL,
-            **self._run_kwargs(),  # type: ignore[arg-type]
+            **self._run_kwargs(),  # type: ignore[call-overload]
         )
 
     def start(self) -> None:
@@ -136,7 +137,7 @@ class EmbeddedPostgres:
             stdout=logfile,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us, we stop it in order
-            **self._run_kwargs(),  # type: ignore[arg-type]
+            **self._run_kwargs(),  # type: ignore[call-overload]
         )
         wait_until(self._ready, timeout=60, what="PostgreSQL to accept connections")
         self._ensure_database("agents")
@@ -158,7 +159,7 @@ class EmbeddedPostgres:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=False,
-            **self._run_kwargs(),  # type: ignore[arg-type]
+            **self._run_kwargs(),  # type: ignore[call-overload]
         )
 
     def _ready(self) -> bool:
