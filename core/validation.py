@@ -79,9 +79,10 @@ def _value_at(loc: tuple[int | str, ...], data: Any) -> Any:
         if isinstance(current, dict):
             if elem in current:
                 current = current[elem]
-        elif isinstance(current, list) and isinstance(elem, int):
-            if elem < len(current):
-                current = current[elem]
+        elif (
+            isinstance(current, list) and isinstance(elem, int) and elem < len(current)
+        ):
+            current = current[elem]
     return current
 
 
