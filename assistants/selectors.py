@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from assistants.models import Assistant
+from assistants.models import Assistant, Message, Thread
 from core.errors import NotFoundError
 from core.models import Project
 
@@ -16,3 +16,52 @@ def assistant_get(*, project: Project, assistant_id: str) -> Assistant:
     if assistant is None:
         raise NotFoundError.for_object("assistant", assistant_id)
     return assistant
+
+
+def threads_of(*, project: Project) -> QuerySet[Thread]:
+    return Thread.objects.filter(project=project)
+
+
+def thread_get(*, project: Project, thread_id: str) -> Thread:
+    thread = threads_of(project=project).filter(pk=thread_id).first()
+    if thread is None:
+        raise NotFoundError.for_object("thread", thread_id)
+    return thread
+
+
+def thread_lock(*, thread: Thread) -> Thread:
+    """``thread`` re-read under its row lock, held until the caller's
+    transaction ends (so call it inside one).
+
+    Raises NotFoundError if the thread was deleted meanwhile.
+    """
+    # of=("self",): lock the thread only, never the project row it joins.
+    locked = (Thread.objects.select_for_update(of=("self",))
+              .select_related("project").filter(pk=thread.pk).first())
+    if locked is None:
+        raise NotFoundError.for_object("thread", thread.pk)
+    return locked
+
+
+def messages_of(*, thread: Thread, run_id: str | None = None) -> QuerySet[Message]:
+    """``thread``'s messages (the thread is already the caller's: it came
+    from ``thread_get``), optionally only those ``run_id`` wrote."""
+    messages = Message.objects.filter(thread=thread)
+    if run_id is not None:
+        messages = messages.filter(run_id=run_id)
+    return messages
+
+
+def message_get(*, project: Project, thread_id: str, message_id: str) -> Message:
+    """A message of the project's thread ``thread_id``.
+
+    Raises NotFoundError for the thread when it is not the project's, else
+    for the message when it is not in that thread (a message id under
+    another thread is not found, even in the same project).
+    """
+    message = Message.objects.filter(pk=message_id, thread_id=thread_id,
+                                     thread__project=project).first()
+    if message is None:
+        thread_get(project=project, thread_id=thread_id)
+        raise NotFoundError.for_object("message", message_id)
+    return message

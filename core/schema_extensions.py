@@ -12,5 +12,8 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer",
-                "description": "A project API key: `Authorization: Bearer sk-...`"}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A project API key: `Authorization: Bearer sk-...`",
+        }

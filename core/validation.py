@@ -52,6 +52,31 @@ def _describe(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+def _is_tag(
+    loc: tuple[int | str, ...], i: int, current: dict[str, Any], missing: bool
+) -> bool:
+    """Is ``loc[i]`` a discriminator tag rather than the key of that name?
+
+    ``{"type": "function", "function": {"name": ...}}`` fails at loc
+    ``function, function, name``: the first is the tag. Otherwise the element
+    is the key when what follows it in loc can be found inside it (or is the
+    missing field the error is about).
+    """
+    elem = loc[i]
+    if current.get("type") != elem or i == len(loc) - 1:
+        return False
+    following = loc[i + 1]
+    if following == elem:
+        return True
+    inner = current.get(str(elem))
+    if isinstance(inner, dict):
+        last_missing = missing and i + 1 == len(loc) - 1
+        return following not in inner and not last_missing
+    if isinstance(inner, list):
+        return not isinstance(following, int)
+    return True
+
+
 def _param_path(loc: tuple[int | str, ...], data: Any, keep_last: bool) -> str:
     """Map pydantic's loc to the request's own path.
 
@@ -62,6 +87,8 @@ def _param_path(loc: tuple[int | str, ...], data: Any, keep_last: bool) -> str:
     current = data
     for i, elem in enumerate(loc):
         last = i == len(loc) - 1
+        if isinstance(current, dict) and _is_tag(loc, i, current, keep_last):
+            continue
         if isinstance(current, dict) and isinstance(elem, str) and elem in current:
             parts.append(f".{elem}" if parts else elem)
             current = current[elem]
@@ -140,9 +167,10 @@ def _message(error: dict[str, Any], param: str, data: Any) -> str:
     if kind in {"literal_error", "enum"}:
         return f"Invalid value for '{param}': expected {ctx.get('expected')}."
     if kind == "union_tag_invalid":
+        field = str(ctx.get("discriminator", "type")).strip("'")
+        tag = str(ctx.get("tag", "")).strip("'")
         return (
-            f"Invalid value for '{param}.{ctx.get('discriminator', 'type')}'"
-            f": '{ctx.get('tag')}'. Supported values are: "
+            f"Invalid value for '{param}.{field}': '{tag}'. Supported values are: "
             f"{ctx.get('expected_tags')}."
         )
     if kind == "value_error":

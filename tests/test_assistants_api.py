@@ -134,3 +134,26 @@ def test_more_than_one_vector_store_is_rejected(api: Any) -> None:
     assert response.json()["error"]["param"] == (
         "tool_resources.file_search.vector_store_ids"
     )
+
+
+def test_an_extra_field_inside_a_tagged_tool_is_named_at_its_own_path(api: Any) -> None:
+    response = api.post(
+        "/v1/assistants",
+        {
+            "model": TEST_MODEL,
+            "tools": [{"type": "function", "function": {"name": "f", "colour": 1}}],
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "tools[0].function.colour"
+
+
+def test_an_unknown_tool_type_message_names_the_value_once(api: Any) -> None:
+    response = api.post(
+        "/v1/assistants",
+        {"model": TEST_MODEL, "tools": [{"type": "web_browser"}]},
+        format="json",
+    )
+    message = response.json()["error"]["message"]
+    assert "'tools[0].type': 'web_browser'" in message

@@ -138,6 +138,9 @@ SPECTACULAR_SETTINGS = {
         "Point the official SDK at it with base_url."
     ),
     "VERSION": "2",
+    # 3.1: request and response shapes come from pydantic's JSON Schema
+    # (nullable as `type: null`), which OpenAPI 3.0 cannot express.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -31,15 +31,26 @@ LIST_PARAMS = [
 
 
 class AssistantListCreateApi(APIView):
-    @extend_schema(operation_id="listAssistants", parameters=LIST_PARAMS,
-                   responses={200: AssistantList, **ERRORS}, tags=["assistants"])
+    @extend_schema(
+        operation_id="listAssistants",
+        parameters=LIST_PARAMS,
+        responses={200: AssistantList, **ERRORS},
+        tags=["assistants"],
+    )
     def get(self, request: Request) -> Response:
         params = page_params(request.query_params)
-        return Response(paginate(assistants_of(project=project_of(request)), params,
-                                 assistant_to_wire))
+        return Response(
+            paginate(
+                assistants_of(project=project_of(request)), params, assistant_to_wire
+            )
+        )
 
-    @extend_schema(operation_id="createAssistant", request=AssistantCreateInput,
-                   responses={200: AssistantObject, **ERRORS}, tags=["assistants"])
+    @extend_schema(
+        operation_id="createAssistant",
+        request=AssistantCreateInput,
+        responses={200: AssistantObject, **ERRORS},
+        tags=["assistants"],
+    )
     def post(self, request: Request) -> Response:
         data = parse(AssistantCreateInput, request.data)
         assistant = assistant_create(project=project_of(request), data=data)
@@ -47,22 +58,39 @@ class AssistantListCreateApi(APIView):
 
 
 class AssistantDetailApi(APIView):
-    @extend_schema(operation_id="getAssistant",
-                   responses={200: AssistantObject, **ERRORS}, tags=["assistants"])
+    @extend_schema(
+        operation_id="getAssistant",
+        responses={200: AssistantObject, **ERRORS},
+        tags=["assistants"],
+    )
     def get(self, request: Request, assistant_id: str) -> Response:
-        assistant = assistant_get(project=project_of(request), assistant_id=assistant_id)
+        assistant = assistant_get(
+            project=project_of(request), assistant_id=assistant_id
+        )
         return Response(assistant_to_wire(assistant))
 
-    @extend_schema(operation_id="modifyAssistant", request=AssistantUpdateInput,
-                   responses={200: AssistantObject, **ERRORS}, tags=["assistants"])
+    @extend_schema(
+        operation_id="modifyAssistant",
+        request=AssistantUpdateInput,
+        responses={200: AssistantObject, **ERRORS},
+        tags=["assistants"],
+    )
     def post(self, request: Request, assistant_id: str) -> Response:
-        assistant = assistant_get(project=project_of(request), assistant_id=assistant_id)
+        assistant = assistant_get(
+            project=project_of(request), assistant_id=assistant_id
+        )
         data = parse(AssistantUpdateInput, request.data)
-        return Response(assistant_to_wire(assistant_update(assistant=assistant,
-                                                           data=data)))
+        return Response(
+            assistant_to_wire(assistant_update(assistant=assistant, data=data))
+        )
 
-    @extend_schema(operation_id="deleteAssistant",
-                   responses={200: DeletedObject, **ERRORS}, tags=["assistants"])
+    @extend_schema(
+        operation_id="deleteAssistant",
+        responses={200: DeletedObject, **ERRORS},
+        tags=["assistants"],
+    )
     def delete(self, request: Request, assistant_id: str) -> Response:
-        assistant = assistant_get(project=project_of(request), assistant_id=assistant_id)
+        assistant = assistant_get(
+            project=project_of(request), assistant_id=assistant_id
+        )
         return Response(assistant_delete(assistant=assistant))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class AssistantObject(BaseModel):
@@ -26,6 +26,98 @@ class AssistantObject(BaseModel):
 class AssistantList(BaseModel):
     object: Literal["list"]
     data: list[AssistantObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class ThreadObject(BaseModel):
+    id: str
+    object: Literal["thread"]
+    created_at: int
+    metadata: dict[str, str]
+    tool_resources: dict[str, Any]
+
+
+ImageDetail = Literal["auto", "low", "high"]
+
+
+class TextValue(BaseModel):
+    value: str
+    # file_citation / file_path annotations, written by runs.
+    annotations: list[dict[str, Any]]
+
+
+class TextContent(BaseModel):
+    type: Literal["text"]
+    text: TextValue
+
+
+class ImageFileValue(BaseModel):
+    file_id: str
+    detail: ImageDetail | None
+
+
+class ImageFileContent(BaseModel):
+    type: Literal["image_file"]
+    image_file: ImageFileValue
+
+
+class ImageUrlValue(BaseModel):
+    url: str
+    detail: ImageDetail | None
+
+
+class ImageUrlContent(BaseModel):
+    type: Literal["image_url"]
+    image_url: ImageUrlValue
+
+
+class RefusalContent(BaseModel):
+    type: Literal["refusal"]
+    refusal: str
+
+
+MessageContent = Annotated[
+    TextContent | ImageFileContent | ImageUrlContent | RefusalContent,
+    Field(discriminator="type"),
+]
+
+
+class AttachmentTool(BaseModel):
+    type: Literal["code_interpreter", "file_search"]
+
+
+class Attachment(BaseModel):
+    file_id: str
+    tools: list[AttachmentTool]
+
+
+class IncompleteDetails(BaseModel):
+    reason: Literal["content_filter", "max_tokens", "run_cancelled", "run_expired",
+                    "run_failed"]
+
+
+class MessageObject(BaseModel):
+    id: str
+    object: Literal["thread.message"]
+    created_at: int
+    thread_id: str
+    status: Literal["in_progress", "incomplete", "completed"]
+    incomplete_details: IncompleteDetails | None
+    completed_at: int | None
+    incomplete_at: int | None
+    role: Literal["user", "assistant"]
+    content: list[MessageContent]
+    assistant_id: str | None
+    run_id: str | None
+    attachments: list[Attachment]
+    metadata: dict[str, str]
+
+
+class MessageList(BaseModel):
+    object: Literal["list"]
+    data: list[MessageObject]
     first_id: str | None
     last_id: str | None
     has_more: bool

@@ -1,0 +1,261 @@
+"""Messages: the turns of a thread, stored in the shape clients read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from django.db import transaction
+from pydantic import AfterValidator, Discriminator, Field, Tag
+
+from assistants.models import Message, Thread
+from assistants.selectors import thread_lock
+from core.errors import InvalidRequestError
+from core.models import Project
+from core.validation import Id, Input, Metadata
+from tools.code_interpreter.schema import CodeInterpreterTool
+from tools.selectors import files_of
+
+# OpenAI's limit on one message's text; it also keeps a single message well
+# inside a model's context window.
+MESSAGE_TEXT_MAX = 256_000
+
+ImageDetail = Literal["auto", "low", "high"]
+
+
+class TextPart(Input):
+    type: Literal["text"]
+    text: Annotated[str, Field(max_length=MESSAGE_TEXT_MAX)]
+
+
+class ImageFileRef(Input):
+    file_id: Id
+    detail: ImageDetail | None = None
+
+
+class ImageFilePart(Input):
+    type: Literal["image_file"]
+    image_file: ImageFileRef
+
+
+def _check_image_url(url: str) -> str:
+    # Only schemes an engine can fetch or decode itself: no file://, ftp://
+    # or javascript: reaching the model server on a client's behalf.
+    if url[:5].lower() == "data:":
+        if "," not in url:
+            raise ValueError("a data: URL needs a ',' before its data")
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http(s) URL or a data: URL")
+    return url
+
+
+class ImageUrlRef(Input):
+    url: Annotated[str, Field(min_length=1), AfterValidator(_check_image_url)]
+    detail: ImageDetail | None = None
+
+
+class ImageUrlPart(Input):
+    type: Literal["image_url"]
+    image_url: ImageUrlRef
+
+
+PART_TYPES = ("text", "image_file", "image_url")
+
+
+def _part_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(
+        value, "type", None)
+    return f"{kind}_part" if kind in PART_TYPES else None
+
+
+# Tagged by a callable rather than Field(discriminator="type"): pydantic puts
+# the tag in an error's location, and a tag equal to a key of the part
+# ("text" in {"type": "text", "text": ...}) would make core.validation walk
+# into that key, naming `content[0].text` for an unknown `content[0].extra`.
+ContentPartInput = Annotated[
+    Annotated[TextPart, Tag("text_part")]
+    | Annotated[ImageFilePart, Tag("image_file_part")]
+    | Annotated[ImageUrlPart, Tag("image_url_part")],
+    Discriminator(
+        _part_kind,
+        custom_error_type="content_part_type",
+        custom_error_message=(
+            "expected a content part with 'type' one of 'text', 'image_file' or "
+            "'image_url'"
+        ),
+    ),
+]
+
+
+def _content_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "parts"
+    return None
+
+
+# Dispatch on the JSON type first: a plain union would report a bad parts
+# array as "expected a string", since both members fail and the string
+# member's error comes first.
+ContentInput = Annotated[
+    Annotated[Annotated[str, Field(max_length=MESSAGE_TEXT_MAX)], Tag("text")]
+    | Annotated[Annotated[list[ContentPartInput], Field(min_length=1)], Tag("parts")],
+    Discriminator(
+        _content_kind,
+        custom_error_type="content_type",
+        custom_error_message="expected a string or an array of content parts",
+    ),
+]
+
+
+class AttachmentFileSearchTool(Input):
+    # Attachments name the tool only; its options live on the assistant/run.
+    type: Literal["file_search"]
+
+
+AttachmentToolInput = Annotated[
+    CodeInterpreterTool | AttachmentFileSearchTool, Field(discriminator="type")
+]
+
+
+class AttachmentInput(Input):
+    file_id: Id
+    tools: list[AttachmentToolInput] | None = None
+
+
+class MessageCreateInput(Input):
+    role: Literal["user", "assistant"]
+    content: ContentInput
+    attachments: list[AttachmentInput] | None = None
+    metadata: Metadata | None = None
+
+
+class MessageUpdateInput(Input):
+    metadata: Metadata | None = None
+
+
+def _at(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _file_refs(data: MessageCreateInput, *, param: str) -> list[tuple[str, str]]:
+    """(file id, request path) for every file the message refers to."""
+    refs: list[tuple[str, str]] = []
+    if isinstance(data.content, list):
+        for i, part in enumerate(data.content):
+            if isinstance(part, ImageFilePart):
+                refs.append((part.image_file.file_id,
+                             _at(param, f"content[{i}].image_file.file_id")))
+    for i, attachment in enumerate(data.attachments or []):
+        refs.append((attachment.file_id, _at(param, f"attachments[{i}].file_id")))
+    return refs
+
+
+def _files_require_at(*, project: Project, refs: Sequence[tuple[str, str]]) -> None:
+    # tools.selectors.files_require names `{param}[i]`; a message's file ids
+    # sit at different depths (`attachments[0].file_id`), so each id carries
+    # its own path. One query for all of them, even for a 100-message thread.
+    if not refs:
+        return
+    found = set(files_of(project=project).filter(pk__in={fid for fid, _ in refs})
+                .values_list("pk", flat=True))
+    for file_id, param in refs:
+        if file_id not in found:
+            raise InvalidRequestError(f"No file found with id '{file_id}'.",
+                                      param=param)
+
+
+def content_to_wire(content: str | list[Any]) -> list[dict[str, Any]]:
+    """Request content → stored content parts (the wire shape)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": {"value": content, "annotations": []}}]
+    out: list[dict[str, Any]] = []
+    for part in content:
+        if isinstance(part, TextPart):
+            out.append({"type": "text",
+                        "text": {"value": part.text, "annotations": []}})
+        elif isinstance(part, ImageFilePart):
+            out.append({"type": "image_file", "image_file": {
+                "file_id": part.image_file.file_id,
+                "detail": part.image_file.detail or "auto",
+            }})
+        else:
+            assert isinstance(part, ImageUrlPart)
+            out.append({"type": "image_url", "image_url": {
+                "url": part.image_url.url,
+                "detail": part.image_url.detail or "auto",
+            }})
+    return out
+
+
+def attachments_to_wire(attachments: Sequence[AttachmentInput]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for attachment in attachments:
+        # Naming a tool twice means nothing more than naming it once.
+        types = list(dict.fromkeys(tool.type for tool in attachment.tools or []))
+        out.append({"file_id": attachment.file_id,
+                    "tools": [{"type": t} for t in types]})
+    return out
+
+
+def messages_build(
+    *, project: Project, thread: Thread, inputs: Sequence[MessageCreateInput],
+    param: str = "",
+) -> list[Message]:
+    """Unsaved messages for ``thread``, in request order, after checking that
+    every referenced file belongs to ``project``.
+
+    ``param`` is the request path of ``inputs`` (``"messages"`` on thread
+    create; errors then read ``messages[3].attachments[0].file_id``); empty
+    when ``inputs`` is the single message of the request body. Raises
+    InvalidRequestError naming the field. Writes nothing.
+    """
+    refs: list[tuple[str, str]] = []
+    for i, data in enumerate(inputs):
+        refs.extend(_file_refs(data, param=f"{param}[{i}]" if param else ""))
+    _files_require_at(project=project, refs=refs)
+    messages = []
+    for data in inputs:
+        message = Message(
+            thread=thread, role=data.role, content=content_to_wire(data.content),
+            attachments=attachments_to_wire(data.attachments or []),
+            metadata=data.metadata or {}, status=Message.Status.COMPLETED,
+        )
+        # A message a client writes is whole the moment it exists.
+        message.completed_at = message.created_at
+        messages.append(message)
+    return messages
+
+
+@transaction.atomic
+def message_create(*, thread: Thread, data: MessageCreateInput) -> Message:
+    """Append a client-written message to ``thread``.
+
+    Holds the thread's row lock until commit: anything that must not
+    interleave with a new message (a run starting on the thread, the thread
+    being deleted) takes the same lock, and checks on the thread's state
+    belong right after it. Raises NotFoundError if the thread is gone, and
+    InvalidRequestError for a file that is not the project's.
+    """
+    locked = thread_lock(thread=thread)
+    (message,) = messages_build(project=locked.project, thread=locked, inputs=[data])
+    message.save()
+    return message
+
+
+def message_update(*, message: Message, data: MessageUpdateInput) -> Message:
+    """Only metadata is client-writable on a message."""
+    if "metadata" in data.model_fields_set:
+        message.metadata = data.metadata or {}
+        # One column, written as sent: no read-modify-write to protect.
+        message.save(update_fields=["metadata"])
+    return message
+
+
+def message_delete(*, message: Message) -> dict[str, Any]:
+    Message.objects.filter(pk=message.pk).delete()
+    return {"id": message.id, "object": "thread.message.deleted", "deleted": True}

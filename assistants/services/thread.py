@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from django.db import transaction
+from pydantic import Field
+
+from assistants.models import Message, Thread
+from assistants.selectors import thread_lock
+from assistants.services.message import MessageCreateInput, messages_build
+from core.models import Project
+from core.validation import Input, Metadata
+from tools.resources import ToolResourcesInput, tool_resources_resolve
+
+# OpenAI's cap on the messages a thread may be created with.
+THREAD_CREATE_MESSAGES_MAX = 100
+
+
+class ThreadCreateInput(Input):
+    messages: Annotated[
+        list[MessageCreateInput], Field(max_length=THREAD_CREATE_MESSAGES_MAX)
+    ] | None = None
+    tool_resources: ToolResourcesInput | None = None
+    metadata: Metadata | None = None
+
+
+class ThreadUpdateInput(Input):
+    tool_resources: ToolResourcesInput | None = None
+    metadata: Metadata | None = None
+
+
+def thread_create(*, project: Project, data: ThreadCreateInput) -> Thread:
+    """A thread with its initial messages, in request order.
+
+    Every check runs before the first write, and the writes share one
+    transaction: a bad ``messages[3]`` leaves neither the thread nor
+    ``messages[0..2]`` behind. Raises InvalidRequestError naming the field.
+    """
+    thread = Thread(
+        project=project, metadata=data.metadata or {},
+        tool_resources=tool_resources_resolve(project=project,
+                                              resources=data.tool_resources),
+    )
+    messages = messages_build(project=project, thread=thread,
+                              inputs=data.messages or [], param="messages")
+    with transaction.atomic():
+        thread.save()
+        # One multi-row INSERT: PostgreSQL draws `seq` for the rows in VALUES
+        # order, so the list order is the order the client sent.
+        Message.objects.bulk_create(messages)
+    return thread
+
+
+@transaction.atomic
+def thread_update(*, thread: Thread, data: ThreadUpdateInput) -> Thread:
+    """Replace what the client sent (explicit nulls clear it)."""
+    locked = thread_lock(thread=thread)
+    sent = data.model_fields_set
+    if "metadata" in sent:
+        locked.metadata = data.metadata or {}
+    if "tool_resources" in sent:
+        locked.tool_resources = tool_resources_resolve(
+            project=locked.project, resources=data.tool_resources
+        )
+    locked.save(update_fields=["metadata", "tool_resources"])
+    return locked
+
+
+def thread_delete(*, thread: Thread) -> dict[str, Any]:
+    # The messages go with it (ON DELETE CASCADE via Django's collector,
+    # which deletes them in one statement: nothing references a message).
+    Thread.objects.filter(pk=thread.pk).delete()
+    return {"id": thread.id, "object": "thread.deleted", "deleted": True}
