@@ -77,6 +77,12 @@ class Upload(PublicObject):
     status = models.CharField(max_length=16, choices=Status.choices,
                               default=Status.PENDING)
     expires_at = models.DateTimeField(default=upload_expiry)
+    # The client's expires_after for the File that completion creates; the
+    # upload row is the only place it can wait until that file exists.
+    file_expires_after = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Seconds after its creation that the completed file expires.",
+    )
     file = models.OneToOneField(File, null=True, blank=True, on_delete=models.SET_NULL,
                                 related_name="upload")
 

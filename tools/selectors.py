@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from django.core.files import File as DjangoFile
 from django.db.models import QuerySet
 
 from core.errors import InvalidRequestError, NotFoundError
@@ -18,6 +19,21 @@ def file_get(*, project: Project, file_id: str) -> File:
     if file is None:
         raise NotFoundError.for_object("file", file_id)
     return file
+
+
+def file_content_open(*, file: File) -> DjangoFile:
+    """The file's stored bytes, open for reading; the caller closes it.
+
+    Raises NotFoundError when the blob is gone (a delete committed between
+    looking the row up and opening it).
+    """
+    name = file.content.name
+    try:
+        if not name:
+            raise FileNotFoundError(file.id)
+        return file.content.storage.open(name, "rb")
+    except FileNotFoundError:
+        raise NotFoundError.for_object("file", file.id) from None
 
 
 def files_require(*, project: Project, file_ids: Sequence[str], param: str) -> None:
