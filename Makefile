@@ -6,10 +6,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: install install-dev run test bench lint typecheck format clean-data help
+.PHONY: install install-dev install-engine run test bench lint typecheck format clean-data help
 
 help:
-	@echo "make run    - run the platform (API, worker, embedded PostgreSQL and Redis)"
+	@echo "make run    - run the platform (API, worker, embedded PostgreSQL, Redis, model engine)"
 	@echo "make test   - run the whole test suite against the same embedded stack"
 	@echo "make bench  - run the benchmarks (bench/), printing figures"
 	@echo "make lint   - ruff; make typecheck - mypy"
@@ -29,13 +29,23 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(PIP) install --progress-bar off -e '.[dev]'
 	@touch $@
 
+# The local model engine (the `engine` extra): llama-cpp-python compiles from
+# source the first time (~15 min on 2 cores; pip caches the wheel), so the
+# helper prints progress and a heartbeat. It skips itself when MODEL_BASE_URL
+# is set or AGENTS_ENGINE=off, and a failed build is a warning (the platform
+# serves without it) unless AGENTS_REQUIRE_REAL_SERVICES=1. It writes the
+# stamp itself, only once the engine is installed.
+$(VENV)/.installed-engine: pyproject.toml $(VENV)/.installed
+	@$(PY) -m core.stack.engine install $(VENV)
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+install-engine: $(VENV)/.installed-engine
 
-run: install
+run: install install-engine
 	$(PY) -m core.stack run
 
-test: install-dev
+test: install-dev install-engine
 	$(PY) -m core.stack test $(PYTEST_ARGS)
 
 bench: install-dev

@@ -1,0 +1,21 @@
+"""The engine layer: chat completions from OpenAI-compatible model servers."""
+
+from __future__ import annotations
+
+from assistants.engine.client import (
+    ChatChunk,
+    ChatRequest,
+    EngineError,
+    ToolCallDelta,
+    Usage,
+    chat_stream,
+)
+
+__all__ = [
+    "ChatChunk",
+    "ChatRequest",
+    "EngineError",
+    "ToolCallDelta",
+    "Usage",
+    "chat_stream",
+]

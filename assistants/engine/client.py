@@ -1,0 +1,802 @@
+"""Chat completions from OpenAI-compatible engines (vLLM, llama.cpp, ...).
+
+``chat_stream`` is the one entry point the run executor uses. It speaks
+``POST {base_url}/chat/completions`` over HTTP, streams the answer token by
+token as ``ChatChunk`` objects, spreads calls over a model's replicas, and
+turns every failure into an ``EngineError`` that says whether retrying may
+help.
+
+Engines differ; a model's ``capabilities`` (the registry's JSON field) say
+how this one behaves. Keys read here, with their defaults:
+
+``stream_tools`` (bool, default ``True``)
+    The engine can stream an answer while tools are offered. When ``False``
+    and tools are offered with ``tool_choice`` other than ``"none"``, the
+    request is made without streaming and its result is replayed as chunks
+    (content, then tool calls, then finish reason and usage).
+    llama-cpp-python's server needs this: it raises "Automatic streaming
+    tool choice is not supported" and sends an empty stream.
+``structured_outputs`` (``"openai"`` | ``"llamacpp"`` | ``"none"``, default
+``"openai"``)
+    How ``response_format`` reaches the engine. ``openai`` passes it
+    through unchanged (vLLM 0.12+, which dropped the old ``guided_*``
+    fields). ``llamacpp`` sends a ``json_schema`` format as
+    ``{"type": "json_object", "schema": <schema>}``, the shape
+    llama-cpp-python turns into a grammar. ``none`` drops it; the executor
+    validates the answer either way.
+``parallel_tool_calls`` (bool, default ``True``)
+    The engine accepts the ``parallel_tool_calls`` parameter. When
+    ``False`` it is not sent (the executor enforces the limit itself).
+``tool_choice_required`` (bool, default ``True``)
+    The engine accepts ``tool_choice="required"``. When ``False``
+    (llama-cpp-python answers it with a 500), ``"required"`` is sent as the
+    named choice when exactly one tool is offered and as ``"auto"``
+    otherwise; the executor must then check that a tool was called.
+
+Other keys (``tools``, ``json_schema``, ``vision``) describe the model to the
+rest of the platform and are not read here.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+from django.conf import settings
+
+if TYPE_CHECKING:
+    from core.models import LanguageModel
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0
+WRITE_TIMEOUT = 30.0
+DEFAULT_READ_TIMEOUT = 300.0
+# How often should_stop() is polled while the engine sends nothing (prompt
+# processing, a non-streamed answer, a stalled engine).
+STOP_POLL_SECONDS = 0.25
+# Error bodies are quoted in messages that end up in a run's last_error.
+_MAX_QUOTE = 500
+STRUCTURED_OUTPUT_MODES = ("openai", "llamacpp", "none")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion. ``messages`` and ``tools`` are in OpenAI's chat
+    format; ``None`` fields are not sent, so the engine's defaults apply."""
+
+    model: LanguageModel
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of the tool call at ``index``.
+
+    ``id`` and ``name`` come on the first delta of an index only (engines
+    that repeat them on every delta, like llama-cpp-python, are normalised),
+    so they are set-once; ``arguments`` is a fragment to append.
+    """
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    content: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class EngineError(Exception):
+    """The engine could not give an answer.
+
+    ``transient`` is True when trying again later may succeed (unreachable,
+    timed out, 5xx, 408/429, a stream cut short) and False when the same
+    request will fail again (4xx, an answer that is not a chat completion,
+    a misconfigured model entry). ``message`` is fit for a run's last_error.
+    """
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default reduce passes only args; transient is keyword-only.
+        return (_rebuild_engine_error, (self.message, self.transient))
+
+
+def _rebuild_engine_error(message: str, transient: bool) -> EngineError:
+    return EngineError(message, transient=transient)
+
+
+def _never() -> bool:
+    return False
+
+
+def chat_stream(
+    request: ChatRequest, *, should_stop: Callable[[], bool] = _never
+) -> Generator[ChatChunk, None, None]:
+    """Yield the engine's answer to ``request`` chunk by chunk.
+
+    Chunks without content, tool calls, finish reason or usage are skipped.
+    The last chunks carry ``finish_reason`` and, when the engine reports it,
+    ``usage`` (llama-cpp-python reports none when streaming). A normal end
+    is the generator returning after a chunk with a finish reason.
+
+    ``should_stop`` is called after every chunk and every 0.25 s while the
+    engine sends nothing; keep it cheap. When it returns True the engine
+    request is aborted (its connection is shut down, which vLLM and
+    llama.cpp take as a cancel) and the generator returns without error.
+    Closing the generator early (``close()``, leaving a ``with closing``
+    block) aborts the request the same way.
+
+    Replicas: calls rotate over ``model.base_urls`` (a process-local round
+    robin); a replica that refuses the connection or drops it before
+    answering is skipped for the next one. Once the engine has answered,
+    errors are raised, never retried here.
+
+    Raises ``EngineError`` (see its ``transient`` flag). The HTTP exchange
+    runs on a helper thread so that a silent engine cannot stop
+    ``should_stop`` from being honoured; every wait is bounded by the
+    connect (5 s) and read (``settings.ENGINE_READ_TIMEOUT``) timeouts.
+    """
+    call = _Call.prepare(request)
+    worker = threading.Thread(
+        target=call.run, name=f"engine-{call.model_name}", daemon=True
+    )
+    worker.start()
+    try:
+        while True:
+            try:
+                item = call.results.get(timeout=STOP_POLL_SECONDS)
+            except queue.Empty:
+                if should_stop():
+                    return
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, ChatChunk)
+            yield item
+            if should_stop():
+                return
+    finally:
+        call.abort()
+        # Bounded: after abort() the helper thread only unwinds. Waiting lets
+        # the connection be closed before the caller moves on.
+        worker.join(timeout=2)
+
+
+# --- request building -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """The capability keys this module reads (see the module docstring)."""
+
+    stream_tools: bool = True
+    structured_outputs: str = "openai"
+    parallel_tool_calls: bool = True
+    tool_choice_required: bool = True
+
+    @classmethod
+    def of(cls, model: LanguageModel) -> EngineCapabilities:
+        """Raises EngineError (permanent) for an unknown structured_outputs."""
+        caps = model.capabilities if isinstance(model.capabilities, dict) else {}
+        mode = caps.get("structured_outputs", "openai")
+        if mode not in STRUCTURED_OUTPUT_MODES:
+            raise EngineError(
+                f"The model '{model.id}' has structured_outputs={mode!r} in its "
+                "capabilities; expected one of "
+                f"{', '.join(STRUCTURED_OUTPUT_MODES)}.",
+                transient=False,
+            )
+        return cls(
+            stream_tools=bool(caps.get("stream_tools", True)),
+            structured_outputs=str(mode),
+            parallel_tool_calls=bool(caps.get("parallel_tool_calls", True)),
+            tool_choice_required=bool(caps.get("tool_choice_required", True)),
+        )
+
+
+def wants_stream(request: ChatRequest, caps: EngineCapabilities) -> bool:
+    """False when the engine cannot stream this request (``stream_tools``)."""
+    if caps.stream_tools or not request.tools:
+        return True
+    return request.tool_choice == "none"
+
+
+def build_body(
+    request: ChatRequest, caps: EngineCapabilities, *, stream: bool
+) -> dict[str, Any]:
+    """The JSON body sent to ``/chat/completions`` for ``request``."""
+    model = request.model
+    body: dict[str, Any] = {
+        "model": model.served_name or model.id,
+        "messages": _engine_messages(request.messages),
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if request.tools:
+        # tool_choice and parallel_tool_calls without tools are refused by
+        # vLLM and OpenAI alike.
+        body["tools"] = request.tools
+        if request.tool_choice is not None:
+            body["tool_choice"] = _tool_choice(request, caps)
+        if request.parallel_tool_calls is not None and caps.parallel_tool_calls:
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+    response_format = _response_format(request.response_format, caps)
+    if response_format is not None:
+        body["response_format"] = response_format
+    for name in ("max_tokens", "temperature", "top_p", "seed"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    return body
+
+
+def _engine_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # An assistant turn that only calls tools has content null in OpenAI's
+    # format; llama-cpp-python's request model refuses null and a missing
+    # content (500), while every engine accepts "".
+    out = messages
+    for i, message in enumerate(messages):
+        if (
+            message.get("role") == "assistant"
+            and message.get("tool_calls")
+            and message.get("content") is None
+        ):
+            if out is messages:
+                out = list(messages)
+            out[i] = {**message, "content": ""}
+    return out
+
+
+def _tool_choice(
+    request: ChatRequest, caps: EngineCapabilities
+) -> str | dict[str, Any]:
+    choice = request.tool_choice
+    assert choice is not None and request.tools
+    if choice != "required" or caps.tool_choice_required:
+        return choice
+    if len(request.tools) == 1:
+        name = request.tools[0].get("function", {}).get("name")
+        if name:
+            return {"type": "function", "function": {"name": name}}
+    return "auto"
+
+
+def _response_format(
+    response_format: dict[str, Any] | None, caps: EngineCapabilities
+) -> dict[str, Any] | None:
+    if response_format is None or caps.structured_outputs == "none":
+        return None
+    if caps.structured_outputs == "llamacpp" and (
+        response_format.get("type") == "json_schema"
+    ):
+        spec = response_format.get("json_schema") or {}
+        return {"type": "json_object", "schema": spec.get("schema") or {}}
+    return response_format
+
+
+def _read_timeout() -> float:
+    # Read at call time: tests and operators change it without a restart.
+    return float(getattr(settings, "ENGINE_READ_TIMEOUT", DEFAULT_READ_TIMEOUT))
+
+
+_tls_lock = threading.Lock()
+_tls: ssl.SSLContext | None = None
+
+
+def _tls_context() -> ssl.SSLContext:
+    # Building a context (loading the CA bundle) costs ~60 ms; every call
+    # makes its own client (see _Call._exchange), so they share one context.
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            _tls = httpx.create_ssl_context()
+        return _tls
+
+
+# --- replicas -----------------------------------------------------------------
+
+_turn_lock = threading.Lock()
+_turns: dict[str, int] = {}
+
+
+def replica_order(model_id: str, base_urls: list[str]) -> list[str]:
+    """``base_urls`` rotated by this process's round-robin turn for the model."""
+    with _turn_lock:
+        turn = _turns.get(model_id, 0)
+        _turns[model_id] = turn + 1
+    start = turn % len(base_urls)
+    return base_urls[start:] + base_urls[:start]
+
+
+# --- the exchange -------------------------------------------------------------
+
+_END = object()
+# Transport failures that happen before the engine answered anything: the
+# request can go to another replica, since no output was consumed.
+_FAILOVER_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
+_TRANSIENT_4XX = {408, 425, 429}
+
+
+class _Call:
+    """One engine request, run by ``run`` on a helper thread.
+
+    Results (chunks, then an exception or nothing, then ``_END``) go through
+    ``results``. ``abort`` may be called from any thread: it shuts the
+    connection's socket down, which wakes a read blocked in the helper
+    thread (closing the socket would not) and tells the engine to stop.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        urls: list[str],
+        body: bytes,
+        headers: dict[str, str],
+        timeout: httpx.Timeout,
+        stream: bool,
+    ) -> None:
+        self.model_name = model_name
+        self.urls = urls
+        self.body = body
+        self.headers = headers
+        self.timeout = timeout
+        self.stream = stream
+        self.results: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._stopped = False
+        # Engines that repeat a tool call's id and name on every delta.
+        self._announced: set[int] = set()
+
+    @classmethod
+    def prepare(cls, request: ChatRequest) -> _Call:
+        model = request.model
+        caps = EngineCapabilities.of(model)
+        urls = [str(u).strip().rstrip("/") for u in (model.base_urls or [])]
+        urls = [u for u in urls if u]
+        if not urls:
+            raise EngineError(
+                f"The model '{model.id}' has no engine: its registry entry lists "
+                "no base URL (set MODEL_BASE_URL, or install the local engine "
+                "with `make run`).",
+                transient=False,
+            )
+        stream = wants_stream(request, caps)
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        if model.api_key:
+            headers["Authorization"] = f"Bearer {model.api_key}"
+        if request.request_id:
+            headers["X-Request-Id"] = request.request_id
+        return cls(
+            model_name=model.id,
+            urls=replica_order(model.id, urls),
+            body=orjson.dumps(build_body(request, caps, stream=stream)),
+            headers=headers,
+            timeout=httpx.Timeout(
+                connect=CONNECT_TIMEOUT,
+                read=_read_timeout(),
+                write=WRITE_TIMEOUT,
+                pool=CONNECT_TIMEOUT,
+            ),
+            stream=stream,
+        )
+
+    # -- cancellation
+
+    def abort(self) -> None:
+        with self._lock:
+            self._stopped = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        # httpcore's trace hook is the public way to see the socket a request
+        # uses; the TLS event gives the wrapping socket (the raw one is
+        # detached by the wrap).
+        if event not in (
+            "connection.connect_tcp.complete",
+            "connection.start_tls.complete",
+        ):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            stopped = self._stopped
+        if stopped:
+            _shutdown(sock)
+
+    # -- helper thread
+
+    def run(self) -> None:
+        try:
+            with closing(self._exchange()) as chunks:
+                for chunk in chunks:
+                    if self._stopped:
+                        return
+                    self.results.put(chunk)
+        except BaseException as exc:  # handed to the caller's thread
+            if not self._stopped:
+                self.results.put(exc)
+        finally:
+            self.results.put(_END)
+
+    def _exchange(self) -> Generator[ChatChunk, None, None]:
+        failures: list[tuple[str, str]] = []
+        for url in self.urls:
+            if self._stopped:
+                return
+            # A client per call (no pool): its socket belongs to this request
+            # alone, so abort() can shut it down. A fresh connection costs
+            # about 1 ms on loopback (measured against tests/fake_engine.py).
+            with httpx.Client(timeout=self.timeout, verify=_tls_context()) as client:
+                request = client.build_request(
+                    "POST",
+                    f"{url}/chat/completions",
+                    content=self.body,
+                    headers=self.headers,
+                    extensions={"trace": self._trace},
+                )
+                try:
+                    response = client.send(request, stream=True)
+                except _FAILOVER_ERRORS as exc:
+                    if self._stopped:
+                        return
+                    failures.append((url, _describe(exc)))
+                    logger.warning(
+                        "engine replica %s for %s failed before answering: %s",
+                        url,
+                        self.model_name,
+                        _describe(exc),
+                    )
+                    continue
+                except httpx.TimeoutException as exc:
+                    if self._stopped:
+                        return
+                    raise EngineError(
+                        f"The model engine for '{self.model_name}' at {url} did "
+                        f"not answer within {self.timeout.read:.0f} s "
+                        f"({_describe(exc)}).",
+                        transient=True,
+                    ) from exc
+                except httpx.HTTPError as exc:
+                    if self._stopped:
+                        return
+                    raise self._unreachable(url, _describe(exc)) from exc
+                try:
+                    yield from self._answer(url, response)
+                finally:
+                    response.close()
+                return
+        if len(failures) == 1:
+            raise self._unreachable(*failures[0])
+        raise self._unreachable(
+            ", ".join(self.urls),
+            "every replica failed: "
+            + "; ".join(f"{url}: {detail}" for url, detail in failures),
+        )
+
+    def _unreachable(self, where: str, detail: str) -> EngineError:
+        return EngineError(
+            f"The model engine for '{self.model_name}' at {where} is "
+            f"unreachable: {detail}",
+            transient=True,
+        )
+
+    def _answer(self, url: str, response: httpx.Response) -> Iterator[ChatChunk]:
+        try:
+            if response.status_code >= 400:
+                raw = response.read()
+                raise self._http_error(url, response.status_code, raw)
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" in content_type:
+                yield from self._events(url, response.iter_lines())
+                return
+            raw = response.read()
+            if raw.lstrip().startswith(b"data:"):
+                # An event stream with the wrong content type.
+                lines = raw.decode("utf-8", "replace").splitlines()
+                yield from self._events(url, iter(lines))
+                return
+            yield from self._completion(url, _parse_json(raw))
+        except httpx.TimeoutException as exc:
+            if self._stopped:
+                return
+            raise EngineError(
+                f"The model engine for '{self.model_name}' at {url} stopped "
+                f"sending for {self.timeout.read:.0f} s mid-answer.",
+                transient=True,
+            ) from exc
+        except httpx.HTTPError as exc:
+            if self._stopped:
+                return
+            raise EngineError(
+                f"The model engine for '{self.model_name}' at {url} dropped the "
+                f"connection mid-answer: {_describe(exc)}",
+                transient=True,
+            ) from exc
+
+    def _http_error(self, url: str, status: int, raw: bytes) -> EngineError:
+        text = _error_text(raw) or "(no message)"
+        if status >= 500 or status in _TRANSIENT_4XX:
+            return EngineError(
+                f"The model engine for '{self.model_name}' at {url} failed "
+                f"(HTTP {status}): {text}",
+                transient=True,
+            )
+        return EngineError(
+            f"The model engine for '{self.model_name}' at {url} refused the "
+            f"request (HTTP {status}): {text}",
+            transient=False,
+        )
+
+    def _events(self, url: str, lines: Iterator[str]) -> Iterator[ChatChunk]:
+        finished = False
+        for data in sse_data(lines):
+            if data.strip() == "[DONE]":
+                break
+            chunk = self._chunk(url, _parse_json(data.encode()))
+            if chunk is None:
+                continue
+            if chunk.finish_reason is not None:
+                finished = True
+            yield chunk
+        if not finished and not self._stopped:
+            # llama-cpp-python ends a stream it cannot serve (or interrupts
+            # one) with no finish reason; a crash does the same.
+            raise EngineError(
+                f"The model engine for '{self.model_name}' at {url} ended the "
+                "stream before the answer was complete (no finish_reason); "
+                "its log may say why.",
+                transient=True,
+            )
+
+    def _chunk(self, url: str, payload: Any) -> ChatChunk | None:
+        self._raise_if_error(url, payload)
+        choices = payload.get("choices")
+        if not isinstance(choices, list):
+            raise _malformed(payload)
+        usage = _usage(payload.get("usage"))
+        if not choices:
+            return ChatChunk(usage=usage) if usage is not None else None
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise _malformed(payload)
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise _malformed(payload)
+        content = delta.get("content") or ""
+        calls = tuple(self._tool_deltas(delta.get("tool_calls"), payload))
+        finish_reason = choice.get("finish_reason")
+        if not (content or calls or finish_reason or usage):
+            return None
+        return ChatChunk(
+            content=str(content),
+            tool_calls=calls,
+            finish_reason=finish_reason,
+            usage=usage,
+        )
+
+    def _tool_deltas(self, raw: Any, payload: Any) -> Iterator[ToolCallDelta]:
+        if not raw:
+            return
+        if not isinstance(raw, list):
+            raise _malformed(payload)
+        for position, call in enumerate(raw):
+            if not isinstance(call, dict):
+                raise _malformed(payload)
+            index = call.get("index", position)
+            function = call.get("function") or {}
+            if not isinstance(index, int) or not isinstance(function, dict):
+                raise _malformed(payload)
+            call_id, name = call.get("id"), function.get("name")
+            if index in self._announced:
+                call_id = name = None
+            elif call_id or name:
+                self._announced.add(index)
+            yield ToolCallDelta(
+                index=index,
+                id=call_id or None,
+                name=name or None,
+                arguments=str(function.get("arguments") or ""),
+            )
+
+    def _completion(self, url: str, payload: Any) -> Iterator[ChatChunk]:
+        """A non-streamed completion, replayed as chunks."""
+        self._raise_if_error(url, payload)
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise _malformed(payload)
+        choice = choices[0]
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise _malformed(payload)
+        content = message.get("content") or ""
+        if content:
+            yield ChatChunk(content=str(content))
+        deltas = tuple(self._tool_deltas(message.get("tool_calls"), payload))
+        if deltas:
+            yield ChatChunk(tool_calls=deltas)
+        finish_reason = choice.get("finish_reason") or (
+            "tool_calls" if deltas else "stop"
+        )
+        yield ChatChunk(finish_reason=finish_reason, usage=_usage(payload.get("usage")))
+
+    def _raise_if_error(self, url: str, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            raise _malformed(payload)
+        error = payload.get("error")
+        if error is None and payload.get("object") == "error":
+            error = payload  # vLLM's older error shape
+        if error is None:
+            return
+        detail = error.get("message") if isinstance(error, dict) else error
+        code = error.get("code") if isinstance(error, dict) else None
+        transient = not (isinstance(code, int) and 400 <= code < 500)
+        raise EngineError(
+            f"The model engine for '{self.model_name}' at {url} reported an "
+            f"error: {str(detail or error)[:_MAX_QUOTE]}",
+            transient=transient,
+        )
+
+
+# --- parsing helpers ---------------------------------------------------------
+
+
+def sse_data(lines: Iterator[str]) -> Iterator[str]:
+    """The ``data`` of each Server-Sent Event in ``lines``.
+
+    Follows the SSE rules (multi-line data joined by newlines, comments and
+    other fields ignored, an event ends at a blank line) and also accepts
+    engines that omit the blank line: a ``data:`` line that follows a
+    complete JSON document or ``[DONE]`` starts a new event.
+    """
+    pending: list[str] = []
+    for line in lines:
+        if not line:
+            if pending:
+                yield "\n".join(pending)
+                pending = []
+            continue
+        if line.startswith(":"):
+            continue  # comment, e.g. a keep-alive ping
+        field, _, value = line.partition(":")
+        if field != "data":
+            continue
+        if value.startswith(" "):
+            value = value[1:]
+        if pending and _is_complete("\n".join(pending)):
+            yield "\n".join(pending)
+            pending = []
+        pending.append(value)
+    if pending:
+        yield "\n".join(pending)
+
+
+def _is_complete(data: str) -> bool:
+    if data.strip() == "[DONE]":
+        return True
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _malformed(raw) from None
+
+
+def _malformed(what: Any) -> EngineError:
+    if isinstance(what, bytes):
+        excerpt = what.decode("utf-8", "replace")
+    elif isinstance(what, str):
+        excerpt = what
+    else:
+        excerpt = orjson.dumps(what, default=str).decode()
+    return EngineError(
+        "The model engine answered something that is not an OpenAI-compatible "
+        f"chat completion: {excerpt.strip()[:_MAX_QUOTE]!r}",
+        transient=False,
+    )
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    try:
+        return Usage(
+            prompt_tokens=int(raw.get("prompt_tokens") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+            cached_tokens=int(cached) if cached is not None else None,
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_text(raw: bytes) -> str:
+    """The message in an engine's error body, whatever its shape."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace").strip()[:_MAX_QUOTE]
+    message: Any = payload
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            message = error.get("message") or error
+        elif error:
+            message = error
+        elif "message" in payload:  # vLLM's older {"object": "error", ...}
+            message = payload["message"]
+        elif "detail" in payload:  # FastAPI validation errors
+            message = payload["detail"]
+    text = message if isinstance(message, str) else orjson.dumps(message).decode()
+    return text.strip()[:_MAX_QUOTE]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # OSError: already closed, so the request is over anyway.
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
