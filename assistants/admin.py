@@ -8,12 +8,14 @@ they can be deleted.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.html import format_html
 
-from assistants.models import Assistant, Message, Thread
+from assistants.models import Assistant, Message, Run, RunStep, Thread
 
 PREVIEW_CHARS = 80
 
@@ -84,14 +86,25 @@ class ThreadAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "thread", "role", "status", "preview", "run_id",
-                    "created_at")
+    list_display = ("id", "thread", "role", "status", "preview", "run_id", "created_at")
     list_filter = ("role", "status")
     # Ids are the useful handles: a client reports a message, thread or run id.
     search_fields = ("id", "thread__id", "run_id", "assistant_id")
-    fields = ("id", "thread", "role", "status", "content", "attachments",
-              "incomplete_details", "assistant_id", "run_id", "created_at",
-              "completed_at", "incomplete_at", "metadata")
+    fields = (
+        "id",
+        "thread",
+        "role",
+        "status",
+        "content",
+        "attachments",
+        "incomplete_details",
+        "assistant_id",
+        "run_id",
+        "created_at",
+        "completed_at",
+        "incomplete_at",
+        "metadata",
+    )
     readonly_fields = tuple(f for f in fields if f != "metadata")
     ordering = ("-seq",)
 
@@ -101,3 +114,173 @@ class MessageAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+def _pretty(value: Any) -> str:
+    return format_html(
+        "<pre style='white-space:pre-wrap;max-width:60em'>{}</pre>",
+        json.dumps(value, indent=2, ensure_ascii=False),
+    )
+
+
+def _seconds(start: Any, end: Any) -> str:
+    if start is None or end is None:
+        return "–"
+    return f"{(end - start).total_seconds():.2f} s"
+
+
+class RunStepInline(admin.StackedInline):
+    """Every step of the run on its page: tool calls with their arguments and
+    outputs, token counts and how long each step took."""
+
+    model = RunStep
+    extra = 0
+    can_delete = False
+    ordering = ("seq",)
+    fields = (
+        "id",
+        "type",
+        "status",
+        "created_at",
+        "duration",
+        "usage_view",
+        "details_view",
+        "last_error",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="duration")
+    def duration(self, step: RunStep) -> str:
+        end = (
+            step.completed_at or step.failed_at or step.cancelled_at or step.expired_at
+        )
+        return _seconds(step.created_at, end)
+
+    @admin.display(description="usage")
+    def usage_view(self, step: RunStep) -> str:
+        return _pretty(step.usage) if step.usage else "–"
+
+    @admin.display(description="details (tool calls and outputs)")
+    def details_view(self, step: RunStep) -> str:
+        return _pretty(step.step_details)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    """The run inspector: status, timings, tokens and every step."""
+
+    list_display = (
+        "id",
+        "status",
+        "thread_id",
+        "assistant_id",
+        "model",
+        "created_at",
+        "total_tokens",
+        "attempts",
+    )
+    list_filter = ("status", "model", "project")
+    search_fields = ("id", "thread__id", "assistant_id")
+    date_hierarchy = "created_at"
+    inlines = [RunStepInline]
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "status",
+                    "project",
+                    "thread",
+                    "assistant_id",
+                    "model",
+                    "metadata",
+                )
+            },
+        ),
+        (
+            "Timings",
+            {
+                "fields": (
+                    "created_at",
+                    "started_at",
+                    "completed_at",
+                    "failed_at",
+                    "cancelled_at",
+                    "expires_at",
+                    "queue_wait",
+                    "run_time",
+                )
+            },
+        ),
+        (
+            "Tokens",
+            {"fields": ("usage_view", "max_prompt_tokens", "max_completion_tokens")},
+        ),
+        (
+            "Outcome",
+            {"fields": ("required_action_view", "last_error", "incomplete_details")},
+        ),
+        (
+            "Configuration",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "instructions",
+                    "tools_view",
+                    "tool_choice",
+                    "parallel_tool_calls",
+                    "response_format",
+                    "truncation_strategy",
+                    "temperature",
+                    "top_p",
+                    "seed",
+                ),
+            },
+        ),
+        (
+            "Execution",
+            {
+                "classes": ("collapse",),
+                "fields": ("attempts", "worker", "heartbeat_at", "request_id"),
+            },
+        ),
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Everything: a run changes through its state machine, never a form.
+        names = []
+        for _title, options in self.fieldsets:
+            names.extend(options["fields"])
+        return names
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="total tokens")
+    def total_tokens(self, run: Run) -> Any:
+        return (run.usage or {}).get("total_tokens", "–")
+
+    @admin.display(description="waited in queue")
+    def queue_wait(self, run: Run) -> str:
+        return _seconds(run.created_at, run.started_at)
+
+    @admin.display(description="run time")
+    def run_time(self, run: Run) -> str:
+        end = run.completed_at or run.failed_at or run.cancelled_at or run.incomplete_at
+        return _seconds(run.started_at, end)
+
+    @admin.display(description="usage")
+    def usage_view(self, run: Run) -> str:
+        return _pretty(run.usage) if run.usage else "–"
+
+    @admin.display(description="required action")
+    def required_action_view(self, run: Run) -> str:
+        return _pretty(run.required_action) if run.required_action else "–"
+
+    @admin.display(description="tools")
+    def tools_view(self, run: Run) -> str:
+        return _pretty(run.tools)

@@ -43,8 +43,10 @@ class JsonSchemaResponseFormat(Input):
 
 ResponseFormatInput = (
     Literal["auto"]
-    | Annotated[TextFormat | JsonObjectFormat | JsonSchemaResponseFormat,
-                Field(discriminator="type")]
+    | Annotated[
+        TextFormat | JsonObjectFormat | JsonSchemaResponseFormat,
+        Field(discriminator="type"),
+    ]
 )
 
 Temperature = Annotated[float, Field(ge=0, le=2)]
@@ -57,8 +59,13 @@ def response_format_to_wire(value: ResponseFormatInput | None) -> Any:
     assert not isinstance(value, str)
     if isinstance(value, JsonSchemaResponseFormat):
         js = value.json_schema
-        return {"type": "json_schema", "json_schema": {
-            "name": js.name, "description": js.description,
-            "schema": js.schema_, "strict": bool(js.strict),
-        }}
+        return {
+            "type": "json_schema",
+            "json_schema": {
+                "name": js.name,
+                "description": js.description,
+                "schema": js.schema_,
+                "strict": bool(js.strict),
+            },
+        }
     return {"type": value.type}

@@ -10,14 +10,17 @@ from core.models import Project, PublicObject
 
 
 def default_response_format() -> str:
+    """``"auto"``: the default of both response_format and tool_choice."""
     return "auto"
 
 
 class Assistant(PublicObject):
-    id = models.CharField(primary_key=True, max_length=64,
-                          default=ids.new_assistant_id, editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE,
-                                related_name="assistants")
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_assistant_id, editable=False
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="assistants"
+    )
     name = models.CharField(max_length=256, null=True, blank=True)
     description = models.CharField(max_length=512, null=True, blank=True)
     # The registry entry's id, not a foreign key: an assistant outlives a
@@ -39,10 +42,12 @@ class Assistant(PublicObject):
 
 
 class Thread(PublicObject):
-    id = models.CharField(primary_key=True, max_length=64, default=ids.new_thread_id,
-                          editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE,
-                                related_name="threads")
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_thread_id, editable=False
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="threads"
+    )
     metadata = models.JSONField(default=dict, blank=True)
     tool_resources = models.JSONField(default=dict, blank=True)
 
@@ -63,17 +68,20 @@ class Message(PublicObject):
         INCOMPLETE = "incomplete"
         COMPLETED = "completed"
 
-    id = models.CharField(primary_key=True, max_length=64,
-                          default=ids.new_message_id, editable=False)
-    thread = models.ForeignKey(Thread, on_delete=models.CASCADE,
-                               related_name="messages")
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_message_id, editable=False
+    )
+    thread = models.ForeignKey(
+        Thread, on_delete=models.CASCADE, related_name="messages"
+    )
     role = models.CharField(max_length=16, choices=Role.choices)
     # Content parts exactly as they go on the wire (text, image_file,
     # image_url, refusal), annotations included.
     content = models.JSONField(default=list)
     attachments = models.JSONField(default=list, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices,
-                              default=Status.COMPLETED)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.COMPLETED
+    )
     incomplete_details = models.JSONField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     incomplete_at = models.DateTimeField(null=True, blank=True)
@@ -87,6 +95,153 @@ class Message(PublicObject):
             # cost of a page never depends on the thread's length.
             models.Index(fields=["thread", "seq"], name="msg_thread_seq"),
             models.Index(fields=["thread", "run_id", "seq"], name="msg_thread_run_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    REQUIRES_ACTION = "requires_action"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    INCOMPLETE = "incomplete"
+    EXPIRED = "expired"
+
+
+ACTIVE_RUN_STATUSES = (
+    RunStatus.QUEUED,
+    RunStatus.IN_PROGRESS,
+    RunStatus.REQUIRES_ACTION,
+    RunStatus.CANCELLING,
+)
+TERMINAL_RUN_STATUSES = (
+    RunStatus.CANCELLED,
+    RunStatus.FAILED,
+    RunStatus.COMPLETED,
+    RunStatus.INCOMPLETE,
+    RunStatus.EXPIRED,
+)
+
+
+class Run(PublicObject):
+    """One execution of an assistant on a thread.
+
+    Status changes go through ``assistants.runs.state`` only (compare-and-swap
+    updates); nothing else writes ``status``.
+    """
+
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_run_id, editable=False
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
+    # A string, not a foreign key: the run keeps naming its assistant after
+    # the assistant is deleted, as OpenAI's runs do.
+    assistant_id = models.CharField(max_length=64)
+    status = models.CharField(
+        max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED
+    )
+    model = models.CharField(max_length=256)
+    instructions = models.TextField(blank=True, default="")
+    tools = models.JSONField(default=list, blank=True)
+    tool_resources = models.JSONField(default=dict, blank=True)
+    tool_choice = models.JSONField(default=default_response_format)
+    parallel_tool_calls = models.BooleanField(default=True)
+    response_format = models.JSONField(default=default_response_format)
+    truncation_strategy = models.JSONField(default=dict)
+    max_prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    max_completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    top_p = models.FloatField(null=True, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    required_action = models.JSONField(null=True, blank=True)
+    last_error = models.JSONField(null=True, blank=True)
+    incomplete_details = models.JSONField(null=True, blank=True)
+    usage = models.JSONField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    incomplete_at = models.DateTimeField(null=True, blank=True)
+    # Execution bookkeeping (never on the wire).
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=256, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    request_id = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["thread", "seq"], name="run_thread_seq"),
+            # The reaper's scans: stale heartbeats, expired actions, lost queues.
+            models.Index(
+                fields=["status", "heartbeat_at"],
+                name="run_active_heartbeat",
+                condition=models.Q(status__in=ACTIVE_RUN_STATUSES),
+            ),
+        ]
+        constraints = [
+            # One active run per thread, enforced by the database: of 50
+            # concurrent creates exactly one INSERT succeeds.
+            models.UniqueConstraint(
+                fields=["thread"],
+                condition=models.Q(status__in=ACTIVE_RUN_STATUSES),
+                name="one_active_run_per_thread",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+
+class RunStep(PublicObject):
+    class Type(models.TextChoices):
+        MESSAGE_CREATION = "message_creation"
+        TOOL_CALLS = "tool_calls"
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+        COMPLETED = "completed"
+        EXPIRED = "expired"
+
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_step_id, editable=False
+    )
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    thread_id = models.CharField(max_length=64)
+    assistant_id = models.CharField(max_length=64)
+    # Idempotency: a step is written once per (run, key); a task that runs
+    # twice finds its step instead of adding another.
+    key = models.CharField(max_length=64)
+    type = models.CharField(max_length=32, choices=Type.choices)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.IN_PROGRESS
+    )
+    step_details = models.JSONField(default=dict)
+    last_error = models.JSONField(null=True, blank=True)
+    usage = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "seq"], name="step_run_seq")]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "key"], name="step_key_unique"),
         ]
 
     def __str__(self) -> str:

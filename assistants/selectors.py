@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from assistants.models import Assistant, Message, Thread
+from assistants.models import (
+    ACTIVE_RUN_STATUSES,
+    Assistant,
+    Message,
+    Run,
+    RunStep,
+    Thread,
+)
 from core.errors import NotFoundError
 from core.models import Project
 
@@ -36,8 +43,12 @@ def thread_lock(*, thread: Thread) -> Thread:
     Raises NotFoundError if the thread was deleted meanwhile.
     """
     # of=("self",): lock the thread only, never the project row it joins.
-    locked = (Thread.objects.select_for_update(of=("self",))
-              .select_related("project").filter(pk=thread.pk).first())
+    locked = (
+        Thread.objects.select_for_update(of=("self",))
+        .select_related("project")
+        .filter(pk=thread.pk)
+        .first()
+    )
     if locked is None:
         raise NotFoundError.for_object("thread", thread.pk)
     return locked
@@ -59,9 +70,37 @@ def message_get(*, project: Project, thread_id: str, message_id: str) -> Message
     for the message when it is not in that thread (a message id under
     another thread is not found, even in the same project).
     """
-    message = Message.objects.filter(pk=message_id, thread_id=thread_id,
-                                     thread__project=project).first()
+    message = Message.objects.filter(
+        pk=message_id, thread_id=thread_id, thread__project=project
+    ).first()
     if message is None:
         thread_get(project=project, thread_id=thread_id)
         raise NotFoundError.for_object("message", message_id)
     return message
+
+
+def runs_of(*, thread: Thread) -> QuerySet[Run]:
+    return Run.objects.filter(thread=thread)
+
+
+def run_get(*, project: Project, thread_id: str, run_id: str) -> Run:
+    """A run of the caller's thread; 404 for any other."""
+    run = Run.objects.filter(pk=run_id, thread_id=thread_id, project=project).first()
+    if run is None:
+        raise NotFoundError.for_object("run", run_id)
+    return run
+
+
+def active_run_of(*, thread: Thread) -> Run | None:
+    return Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).first()
+
+
+def run_steps_of(*, run: Run) -> QuerySet[RunStep]:
+    return RunStep.objects.filter(run=run)
+
+
+def run_step_get(*, run: Run, step_id: str) -> RunStep:
+    step = run_steps_of(run=run).filter(pk=step_id).first()
+    if step is None:
+        raise NotFoundError.for_object("run step", step_id)
+    return step

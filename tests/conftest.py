@@ -82,18 +82,41 @@ def _database_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(
+    request: pytest.FixtureRequest,
+    django_test_environment: None,
+    django_db_blocker: Any,
+    django_db_modify_db_settings: None,
+) -> Iterator[None]:
+    """Always create the test database.
+
+    pytest-django creates it only when some collected test asks for ``db``;
+    a session of live tests alone would otherwise run the live server and
+    worker against the real database named by DATABASE_URL.
+    """
+    from django.test.utils import setup_databases, teardown_databases
+
+    verbosity = request.config.option.verbose
+    with django_db_blocker.unblock():
+        config = setup_databases(
+            verbosity=verbosity, interactive=False, aliases={"default"}
+        )
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=verbosity)
+
+
+@pytest.fixture(scope="session")
 def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
     """Base URL (``http://127.0.0.1:PORT/v1``) of a real uvicorn process."""
     with django_db_blocker.unblock():
         database_url = _database_url()
         connection.close()
+    assert connection.settings_dict["NAME"].startswith("test_"), (
+        "the live server must run on the test database"
+    )
     port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = live_env(database_url)
     data_dir = Path(os.environ.get("DATA_DIR", BASE_DIR / ".data"))
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "live-server.log", "ab")  # noqa: SIM115
@@ -135,6 +158,79 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
     proc.terminate()
     try:
         proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+# Fast clocks for the run machinery, shared by the live server and worker.
+LIVE_RUN_SETTINGS = {
+    "RUN_HEARTBEAT_SECONDS": "0.5",
+    "RUN_HEARTBEAT_TIMEOUT_SECONDS": "3",
+    "REAPER_INTERVAL_SECONDS": "0.5",
+    "RUN_REQUEUE_AFTER_SECONDS": "5",
+}
+
+
+def live_env(database_url: str) -> dict[str, str]:
+    """The environment of the live server and worker: the test database, and
+    one storage directory so tests can see the files the server wrote."""
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        **LIVE_RUN_SETTINGS,
+        "DATABASE_URL": database_url,
+        "FILES_DIR": str(settings.MEDIA_ROOT),
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture(scope="session")
+def live_worker(
+    live_server_url: str, django_db_blocker: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker (prefork, 2 processes) on the test database."""
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    data_dir = Path(os.environ.get("DATA_DIR", BASE_DIR / ".data"))
+    log_path = data_dir / "live-worker.log"
+    start = log_path.stat().st_size if log_path.exists() else 0
+    log = open(log_path, "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "--hostname",
+            f"test-{os.getpid()}@%h",
+        ],
+        cwd=BASE_DIR,
+        env=live_env(database_url),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while b" ready." not in log_path.read_bytes()[start:]:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the worker did not start; see {log_path}")
+        time.sleep(0.2)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

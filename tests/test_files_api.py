@@ -29,8 +29,9 @@ BINARY = bytes(range(256)) * 4 + b"\xff\xfe\x00\x80\xc3\x28"
 
 
 def sdk_for(live_server_url: str, tenant: Tenant) -> openai.OpenAI:
-    return openai.OpenAI(base_url=live_server_url, api_key=tenant.raw_key,
-                         max_retries=0, timeout=30)
+    return openai.OpenAI(
+        base_url=live_server_url, api_key=tenant.raw_key, max_retries=0, timeout=30
+    )
 
 
 def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
@@ -40,8 +41,9 @@ def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
     return body
 
 
-def send_headers_only(live_server_url: str, path: str, raw_key: str,
-                      content_length: int) -> tuple[int, dict[str, Any]]:
+def send_headers_only(
+    live_server_url: str, path: str, raw_key: str, content_length: int
+) -> tuple[int, dict[str, Any]]:
     """POST only the request head, announcing ``content_length`` body bytes
     that are never sent, and return the (status, JSON body) the server
     answers with. A reply at all proves it was given before the body."""
@@ -74,15 +76,25 @@ def send_headers_only(live_server_url: str, path: str, raw_key: str,
     return status, orjson.loads(body)
 
 
-def upload(api: Any, content: bytes = b"hello", name: str = "a.txt",
-           extra: dict[str, str] | None = None) -> Any:
-    return api.post("/v1/files", {
-        "file": SimpleUploadedFile(name, content, content_type="text/plain"),
-        "purpose": "assistants", **(extra or {}),
-    }, format="multipart")
+def upload(
+    api: Any,
+    content: bytes = b"hello",
+    name: str = "a.txt",
+    extra: dict[str, str] | None = None,
+) -> Any:
+    return api.post(
+        "/v1/files",
+        {
+            "file": SimpleUploadedFile(name, content, content_type="text/plain"),
+            "purpose": "assistants",
+            **(extra or {}),
+        },
+        format="multipart",
+    )
 
 
 # The SDK against the live server.
+
 
 @pytest.mark.live
 def test_sdk_round_trips_binary_bytes_and_a_unicode_filename(sdk: Any) -> None:
@@ -121,10 +133,13 @@ def test_sdk_uploads_an_open_file_under_its_base_name(sdk: Any, tmp_path: Path) 
 
 @pytest.mark.live
 def test_sdk_lists_by_purpose_and_auto_paginates_past_one_page(sdk: Any) -> None:
-    assistants = [sdk.files.create(file=(f"{i}.txt", b"x"), purpose="assistants").id
-                  for i in range(103)]
-    vision = [sdk.files.create(file=("v.png", b"png"), purpose="vision").id
-              for _ in range(2)]
+    assistants = [
+        sdk.files.create(file=(f"{i}.txt", b"x"), purpose="assistants").id
+        for i in range(103)
+    ]
+    vision = [
+        sdk.files.create(file=("v.png", b"png"), purpose="vision").id for _ in range(2)
+    ]
     listed = [f.id for f in sdk.files.list(purpose="assistants", limit=100)]
     # Newest first, every file once, across two pages.
     assert listed == list(reversed(assistants))
@@ -179,9 +194,11 @@ def test_a_purpose_clients_cannot_upload_is_a_400_naming_purpose(
 
 @pytest.mark.live
 def test_sdk_expires_after_sets_expires_at(sdk: Any) -> None:
-    created = sdk.files.create(file=("t.txt", b"t"), purpose="batch",
-                               expires_after={"anchor": "created_at",
-                                              "seconds": 3600})
+    created = sdk.files.create(
+        file=("t.txt", b"t"),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
     assert created.expires_at == created.created_at + 3600
     assert sdk.files.retrieve(created.id).expires_at == created.expires_at
 
@@ -191,7 +208,9 @@ def test_an_oversize_upload_is_refused_with_413_before_its_body_is_sent(
     live_server_url: str, live_tenant: Tenant, sdk: Any
 ) -> None:
     status, body = send_headers_only(
-        live_server_url, "/files", live_tenant.raw_key,
+        live_server_url,
+        "/files",
+        live_tenant.raw_key,
         int(settings.MAX_UPLOAD_BYTES) + 1024 * 1024,
     )
     assert status == 413
@@ -200,6 +219,7 @@ def test_an_oversize_upload_is_refused_with_413_before_its_body_is_sent(
 
 
 # In-process: storage, hashing and validation details.
+
 
 def test_it_records_size_sha256_and_mime_type(api: Any, tenant: Tenant) -> None:
     response = upload(api, b"hello world", name="greeting.txt")
@@ -247,15 +267,17 @@ def test_a_missing_file_is_a_400_naming_file(api: Any) -> None:
 
 
 def test_a_file_sent_as_a_text_field_is_a_400_naming_file(api: Any) -> None:
-    response = api.post("/v1/files", {"purpose": "assistants", "file": "hello"},
-                        format="multipart")
+    response = api.post(
+        "/v1/files", {"purpose": "assistants", "file": "hello"}, format="multipart"
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "file"
 
 
 def test_a_missing_purpose_is_a_400_naming_purpose(api: Any) -> None:
-    response = api.post("/v1/files", {"file": SimpleUploadedFile("a.txt", b"a")},
-                        format="multipart")
+    response = api.post(
+        "/v1/files", {"file": SimpleUploadedFile("a.txt", b"a")}, format="multipart"
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "purpose"
 
@@ -277,8 +299,13 @@ def test_a_json_body_is_415(api: Any) -> None:
 def test_an_invalid_expires_after_is_a_400_naming_the_field(
     api: Any, seconds: str
 ) -> None:
-    response = upload(api, extra={"expires_after[anchor]": "created_at",
-                                  "expires_after[seconds]": seconds})
+    response = upload(
+        api,
+        extra={
+            "expires_after[anchor]": "created_at",
+            "expires_after[seconds]": seconds,
+        },
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "expires_after.seconds"
 
@@ -309,8 +336,7 @@ def test_listing_caps_limit_at_100(api: Any) -> None:
 
 def test_content_ignores_the_accept_header(api: Any) -> None:
     file_id = upload(api, BINARY, name="raw.bin").json()["id"]
-    response = api.get(f"/v1/files/{file_id}/content",
-                       HTTP_ACCEPT="application/binary")
+    response = api.get(f"/v1/files/{file_id}/content", HTTP_ACCEPT="application/binary")
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == BINARY
     assert response["Content-Length"] == str(len(BINARY))
@@ -318,20 +344,22 @@ def test_content_ignores_the_accept_header(api: Any) -> None:
 
 
 def test_content_of_an_unknown_file_is_a_json_404(api: Any) -> None:
-    response = api.get("/v1/files/file-nope/content",
-                       HTTP_ACCEPT="application/binary")
+    response = api.get("/v1/files/file-nope/content", HTTP_ACCEPT="application/binary")
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "No file found with id 'file-nope'."
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("report.pdf", "report.pdf"),
-    ("../../etc/passwd", "passwd"),
-    ("C:\\Users\\me\\doc.txt", "doc.txt"),
-    ("bad\x00na\x1fme.txt", "badname.txt"),
-    ("..", "file"),
-    ("", "file"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\doc.txt", "doc.txt"),
+        ("bad\x00na\x1fme.txt", "badname.txt"),
+        ("..", "file"),
+        ("", "file"),
+    ],
+)
 def test_filenames_are_reduced_to_a_safe_base_name(raw: str, expected: str) -> None:
     assert filename_sanitise(raw) == expected
 
@@ -347,8 +375,9 @@ def test_the_sdk_filename_for_a_file_object_is_its_base_name(api: Any) -> None:
     # component; the service would strip any separator that slipped through.
     stream = io.BytesIO(b"data")
     stream.name = "/some/dir/x.txt"
-    response = api.post("/v1/files", {"file": stream, "purpose": "assistants"},
-                        format="multipart")
+    response = api.post(
+        "/v1/files", {"file": stream, "purpose": "assistants"}, format="multipart"
+    )
     assert response.status_code == 200
     assert response.json()["filename"] == "x.txt"
 
@@ -372,8 +401,7 @@ def test_under_asgi_the_download_streams_through_an_async_iterator() -> None:
 
 
 def test_under_wsgi_the_download_streams_through_a_sync_iterator() -> None:
-    response = blob_response(io.BytesIO(b"abc"), filename="s.bin",
-                             asynchronous=False)
+    response = blob_response(io.BytesIO(b"abc"), filename="s.bin", asynchronous=False)
     assert response.is_async is False
     assert b"".join(response) == b"abc"
 
@@ -389,8 +417,36 @@ def test_the_admin_lists_files_and_its_delete_removes_the_blob(
     assert admin_client.get(f"/admin/tools/file/{file_id}/change/").status_code == 200
     assert admin_client.get("/admin/tools/vectorstore/").status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(f"/admin/tools/file/{file_id}/delete/",
-                                     {"post": "yes"})
+        response = admin_client.post(
+            f"/admin/tools/file/{file_id}/delete/", {"post": "yes"}
+        )
     assert response.status_code == 302
     assert not File.objects.filter(pk=file_id).exists()
     assert not default_storage.exists(name)
+
+
+def test_an_expired_file_is_gone_at_once_and_swept_with_its_blob(
+    api: Any, tenant: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.core.files.base import ContentFile
+    from django.utils import timezone
+
+    from tools.models import File
+    from tools.services.file import files_expire_due
+
+    file = File(
+        project=tenant.project,
+        filename="old.txt",
+        purpose="assistants",
+        bytes=3,
+        expires_at=timezone.now(),
+    )
+    file.content.save("x", ContentFile(b"old"), save=False)
+    file.save()
+    storage, name = file.content.storage, file.content.name
+    assert api.get(f"/v1/files/{file.id}").status_code == 404
+    assert file.id not in [f["id"] for f in api.get("/v1/files").json()["data"]]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert files_expire_due() == 1
+    assert not File.objects.filter(pk=file.id).exists()
+    assert not storage.exists(name)

@@ -65,8 +65,10 @@ def _wait_ready(proc: subprocess.Popen[str], port: int) -> None:
 def _stop(proc: subprocess.Popen[str], data_dir: Path) -> str:
     """SIGTERM the foreground process group, as a terminal or a supervisor
     does; return everything the launcher printed."""
-    family = [psutil.Process(proc.pid),
-              *psutil.Process(proc.pid).children(recursive=True)]
+    family = [
+        psutil.Process(proc.pid),
+        *psutil.Process(proc.pid).children(recursive=True),
+    ]
     assert any("postgres" in " ".join(p.cmdline()) for p in family)
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -78,8 +80,12 @@ def _stop(proc: subprocess.Popen[str], data_dir: Path) -> str:
     assert alive == [], f"still running after stop: {alive}"
     # Each child was stopped by the launcher, in order, and PostgreSQL shut
     # down cleanly rather than being killed.
-    for line in ("stopping web", "stopping worker", "stopping Redis",
-                 "stopping PostgreSQL"):
+    for line in (
+        "stopping web",
+        "stopping worker",
+        "stopping Redis",
+        "stopping PostgreSQL",
+    ):
         assert f"[agents] {line}" in output, output
     pg_log = (data_dir / "postgres.log").read_text()
     assert pg_log.rstrip().endswith("database system is shut down"), pg_log[-500:]

@@ -12,9 +12,13 @@ from tools.models import File
 
 def make_file(tenant: Tenant, django_db_blocker: Any, name: str = "data.csv") -> str:
     with django_db_blocker.unblock():
-        file = File.objects.create(project=tenant.project, filename=name,
-                                   purpose="assistants", bytes=3,
-                                   content=f"files/{tenant.project.id}/{name}")
+        file = File.objects.create(
+            project=tenant.project,
+            filename=name,
+            purpose="assistants",
+            bytes=3,
+            content=f"files/{tenant.project.id}/{name}",
+        )
     return file.id
 
 
@@ -29,8 +33,12 @@ def texts(messages: Any) -> list[str]:
 
 @pytest.fixture
 def other_sdk(live_server_url: str, other_live_tenant: Tenant) -> openai.OpenAI:
-    return openai.OpenAI(base_url=live_server_url, api_key=other_live_tenant.raw_key,
-                         max_retries=0, timeout=30)
+    return openai.OpenAI(
+        base_url=live_server_url,
+        api_key=other_live_tenant.raw_key,
+        max_retries=0,
+        timeout=30,
+    )
 
 
 @pytest.mark.live
@@ -87,8 +95,9 @@ def test_it_retrieves_updates_and_deletes_a_thread(sdk: Any) -> None:
 
 
 @pytest.mark.live
-def test_it_deletes_a_threads_messages_with_it(sdk: Any, django_db_blocker: Any
-                                               ) -> None:
+def test_it_deletes_a_threads_messages_with_it(
+    sdk: Any, django_db_blocker: Any
+) -> None:
     thread = sdk.beta.threads.create(messages=[{"role": "user", "content": "x"}] * 3)
     with django_db_blocker.unblock():
         assert Message.objects.filter(thread_id=thread.id).count() == 3
@@ -106,11 +115,13 @@ def test_it_sets_replaces_and_clears_tool_resources(
     first = make_file(live_tenant, django_db_blocker, "a.csv")
     second = make_file(live_tenant, django_db_blocker, "b.csv")
     thread = sdk.beta.threads.create(
-        tool_resources={"code_interpreter": {"file_ids": [first]}})
+        tool_resources={"code_interpreter": {"file_ids": [first]}}
+    )
     assert thread.tool_resources.code_interpreter.file_ids == [first]
 
     updated = sdk.beta.threads.update(
-        thread.id, tool_resources={"code_interpreter": {"file_ids": [second]}})
+        thread.id, tool_resources={"code_interpreter": {"file_ids": [second]}}
+    )
     assert updated.tool_resources.code_interpreter.file_ids == [second]
     # Metadata the update did not mention is left alone.
     assert updated.metadata == {}
@@ -125,7 +136,8 @@ def test_it_keeps_tool_resources_when_only_metadata_changes(
 ) -> None:
     file_id = make_file(live_tenant, django_db_blocker)
     thread = sdk.beta.threads.create(
-        tool_resources={"code_interpreter": {"file_ids": [file_id]}})
+        tool_resources={"code_interpreter": {"file_ids": [file_id]}}
+    )
     updated = sdk.beta.threads.update(thread.id, metadata={"k": "v"})
     assert updated.tool_resources.code_interpreter.file_ids == [file_id]
 
@@ -158,8 +170,7 @@ def test_it_writes_nothing_when_a_later_message_is_bad(
     assert error_of(info)["param"] == "messages[3].content"
     with django_db_blocker.unblock():
         assert not Thread.objects.filter(project=live_tenant.project).exists()
-        assert not Message.objects.filter(
-            thread__project=live_tenant.project).exists()
+        assert not Message.objects.filter(thread__project=live_tenant.project).exists()
 
 
 @pytest.mark.live
@@ -168,13 +179,25 @@ def test_it_writes_nothing_when_a_message_names_an_unknown_file(
 ) -> None:
     file_id = make_file(live_tenant, django_db_blocker)
     with pytest.raises(openai.BadRequestError) as info:
-        sdk.beta.threads.create(messages=[
-            {"role": "user", "content": "ok",
-             "attachments": [{"file_id": file_id, "tools": [{"type": "file_search"}]}]},
-            {"role": "user", "content": "bad",
-             "attachments": [{"file_id": file_id, "tools": []},
-                             {"file_id": "file-nope", "tools": []}]},
-        ])
+        sdk.beta.threads.create(
+            messages=[
+                {
+                    "role": "user",
+                    "content": "ok",
+                    "attachments": [
+                        {"file_id": file_id, "tools": [{"type": "file_search"}]}
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": "bad",
+                    "attachments": [
+                        {"file_id": file_id, "tools": []},
+                        {"file_id": "file-nope", "tools": []},
+                    ],
+                },
+            ]
+        )
     assert error_of(info)["param"] == "messages[1].attachments[1].file_id"
     assert "file-nope" in error_of(info)["message"]
     with django_db_blocker.unblock():
@@ -194,19 +217,26 @@ def test_it_refuses_more_than_100_initial_messages(
 
 
 @pytest.mark.live
-@pytest.mark.parametrize(("body", "param"), [
-    ({"messages": [{"role": "system", "content": "hi"}]}, "messages[0].role"),
-    ({"messages": [{"content": "hi"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
-    ({"messages": [{"role": "user", "content": "hi", "name": "x"}]},
-     "messages[0].name"),
-    ({"messages": "hello"}, "messages"),
-    ({"metadata": {"k": 5}}, "metadata.k"),
-    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
-    ({"colour": "red"}, "colour"),
-    ({"tool_resources": {"code_interpreter": {"file_ids": ["file-nope"]}}},
-     "tool_resources.code_interpreter.file_ids[0]"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "system", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "user", "content": "hi", "name": "x"}]},
+            "messages[0].name",
+        ),
+        ({"messages": "hello"}, "messages"),
+        ({"metadata": {"k": 5}}, "metadata.k"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"colour": "red"}, "colour"),
+        (
+            {"tool_resources": {"code_interpreter": {"file_ids": ["file-nope"]}}},
+            "tool_resources.code_interpreter.file_ids[0]",
+        ),
+    ],
+)
 def test_it_names_the_bad_field_of_a_thread_create(
     sdk: Any, body: dict[str, Any], param: str
 ) -> None:
@@ -223,7 +253,8 @@ def test_it_names_the_bad_field_of_a_thread_update(sdk: Any) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.update(thread.id, extra_body={"messages": []})
     assert error_of(info)["message"] == (
-        "Unrecognized request argument supplied: messages")
+        "Unrecognized request argument supplied: messages"
+    )
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.update(thread.id, metadata="not a map")
     assert error_of(info)["param"] == "metadata"
@@ -234,16 +265,23 @@ def test_it_answers_404_for_an_unknown_thread(sdk: Any) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         sdk.beta.threads.retrieve("thread_doesnotexist")
     assert error_of(info)["message"] == (
-        "No thread found with id 'thread_doesnotexist'.")
+        "No thread found with id 'thread_doesnotexist'."
+    )
 
 
 def test_the_admin_shows_a_threads_messages_read_only(
     admin_client: Any, api: Any
 ) -> None:
-    created = api.post("/v1/threads", {"messages": [
-        {"role": "user", "content": "What is the airspeed of a swallow?"},
-        {"role": "assistant", "content": "African or European?"},
-    ]}, format="json")
+    created = api.post(
+        "/v1/threads",
+        {
+            "messages": [
+                {"role": "user", "content": "What is the airspeed of a swallow?"},
+                {"role": "assistant", "content": "African or European?"},
+            ]
+        },
+        format="json",
+    )
     assert created.status_code == 200
     thread_id = created.json()["id"]
 
@@ -257,7 +295,8 @@ def test_the_admin_shows_a_threads_messages_read_only(
     assert formset.has_change_permission is False
     assert formset.has_delete_permission is False
 
-    listing = admin_client.get("/admin/assistants/message/",
-                               {"role__exact": "assistant", "q": thread_id})
+    listing = admin_client.get(
+        "/admin/assistants/message/", {"role__exact": "assistant", "q": thread_id}
+    )
     assert listing.status_code == 200
     assert listing.context["cl"].result_count == 1

@@ -37,12 +37,18 @@ from tools.services.upload import (
 
 
 def new_upload(sdk: Any, size: int, **overrides: Any) -> Any:
-    params = {"bytes": size, "filename": "data.bin", "purpose": "assistants",
-              "mime_type": "application/octet-stream", **overrides}
+    params = {
+        "bytes": size,
+        "filename": "data.bin",
+        "purpose": "assistants",
+        "mime_type": "application/octet-stream",
+        **overrides,
+    }
     return sdk.uploads.create(**params)
 
 
 # The SDK against the live server.
+
 
 @pytest.mark.live
 def test_upload_file_chunked_assembles_a_multi_part_file(
@@ -52,8 +58,11 @@ def test_upload_file_chunked_assembles_a_multi_part_file(
     path = tmp_path / "paper.pdf"
     path.write_bytes(data)
     upload = sdk.uploads.upload_file_chunked(
-        file=path, mime_type="application/pdf", purpose="assistants",
-        part_size=64 * 1024, md5=hashlib.md5(data).hexdigest(),
+        file=path,
+        mime_type="application/pdf",
+        purpose="assistants",
+        part_size=64 * 1024,
+        md5=hashlib.md5(data).hexdigest(),
     )
     assert upload.object == "upload"
     assert upload.status == "completed"
@@ -71,8 +80,12 @@ def test_upload_file_chunked_assembles_a_multi_part_file(
 def test_upload_file_chunked_works_for_in_memory_bytes(sdk: Any) -> None:
     data = b"line\n" * 5000
     upload = sdk.uploads.upload_file_chunked(
-        file=data, filename="train.jsonl", bytes=len(data),
-        mime_type="application/jsonl", purpose="fine-tune", part_size=7000,
+        file=data,
+        filename="train.jsonl",
+        bytes=len(data),
+        mime_type="application/jsonl",
+        purpose="fine-tune",
+        part_size=7000,
     )
     assert upload.status == "completed"
     assert sdk.files.content(upload.file.id).content == data
@@ -80,7 +93,7 @@ def test_upload_file_chunked_works_for_in_memory_bytes(sdk: Any) -> None:
 
 @pytest.mark.live
 def test_complete_assembles_parts_in_the_order_given_not_the_order_sent(
-    sdk: Any
+    sdk: Any,
 ) -> None:
     chunks = [b"A" * 1000, b"B" * 10, b"C" * 300]
     upload = new_upload(sdk, sum(map(len, chunks)))
@@ -88,8 +101,7 @@ def test_complete_assembles_parts_in_the_order_given_not_the_order_sent(
     assert upload.file is None
     assert upload.expires_at == upload.created_at + 3600
     parts = [sdk.uploads.parts.create(upload.id, data=chunk) for chunk in chunks]
-    assert all(p.object == "upload.part" and p.upload_id == upload.id
-               for p in parts)
+    assert all(p.object == "upload.part" and p.upload_id == upload.id for p in parts)
     completed = sdk.uploads.complete(
         upload.id, part_ids=[parts[2].id, parts[0].id, parts[1].id]
     )
@@ -106,8 +118,9 @@ def test_an_md5_mismatch_is_a_400_and_the_upload_stays_completable(sdk: Any) -> 
     with pytest.raises(openai.BadRequestError) as info:
         sdk.uploads.complete(upload.id, part_ids=[part.id], md5="0" * 32)
     assert error_of(info.value)["param"] == "md5"
-    completed = sdk.uploads.complete(upload.id, part_ids=[part.id],
-                                     md5=hashlib.md5(b"hello").hexdigest())
+    completed = sdk.uploads.complete(
+        upload.id, part_ids=[part.id], md5=hashlib.md5(b"hello").hexdigest()
+    )
     assert completed.status == "completed"
     assert sdk.files.content(completed.file.id).content == b"hello"
 
@@ -140,7 +153,7 @@ def test_cancel_ends_the_upload_and_refuses_everything_after(sdk: Any) -> None:
 
 @pytest.mark.live
 def test_a_completed_upload_refuses_parts_a_second_completion_and_cancel(
-    sdk: Any
+    sdk: Any,
 ) -> None:
     upload = new_upload(sdk, 3)
     part = sdk.uploads.parts.create(upload.id, data=b"abc")
@@ -157,15 +170,17 @@ def test_a_completed_upload_refuses_parts_a_second_completion_and_cancel(
 
 @pytest.mark.live
 def test_unknown_foreign_and_repeated_part_ids_are_400s_naming_the_index(
-    sdk: Any
+    sdk: Any,
 ) -> None:
     upload = new_upload(sdk, 2)
     other = new_upload(sdk, 1)
     mine = sdk.uploads.parts.create(upload.id, data=b"ab")
     theirs = sdk.uploads.parts.create(other.id, data=b"z")
-    cases = [([mine.id, "part_nope"], "part_ids[1]"),
-             ([theirs.id], "part_ids[0]"),
-             ([mine.id, mine.id], "part_ids[1]")]
+    cases = [
+        ([mine.id, "part_nope"], "part_ids[1]"),
+        ([theirs.id], "part_ids[0]"),
+        ([mine.id, mine.id], "part_ids[1]"),
+    ]
     for part_ids, param in cases:
         with pytest.raises(openai.BadRequestError) as info:
             sdk.uploads.complete(upload.id, part_ids=part_ids)
@@ -190,13 +205,16 @@ def test_another_projects_upload_is_404(
 
 
 @pytest.mark.live
-@pytest.mark.parametrize(("overrides", "param"), [
-    ({"purpose": "nonsense"}, "purpose"),
-    ({"purpose": "batch_output"}, "purpose"),
-    ({"bytes": 0}, "bytes"),
-    ({"filename": ""}, "filename"),
-    ({"mime_type": ""}, "mime_type"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "param"),
+    [
+        ({"purpose": "nonsense"}, "purpose"),
+        ({"purpose": "batch_output"}, "purpose"),
+        ({"bytes": 0}, "bytes"),
+        ({"filename": ""}, "filename"),
+        ({"mime_type": ""}, "mime_type"),
+    ],
+)
 def test_invalid_create_parameters_are_400s_naming_the_field(
     sdk: Any, overrides: dict[str, Any], param: str
 ) -> None:
@@ -214,8 +232,7 @@ def test_an_upload_larger_than_the_multipart_limit_is_a_400(sdk: Any) -> None:
 
 @pytest.mark.live
 def test_expires_after_on_the_upload_becomes_the_files_expiry(sdk: Any) -> None:
-    upload = new_upload(sdk, 1, expires_after={"anchor": "created_at",
-                                               "seconds": 7200})
+    upload = new_upload(sdk, 1, expires_after={"anchor": "created_at", "seconds": 7200})
     part = sdk.uploads.parts.create(upload.id, data=b"x")
     file = sdk.uploads.complete(upload.id, part_ids=[part.id]).file
     assert file.expires_at == file.created_at + 7200
@@ -227,7 +244,9 @@ def test_an_oversize_part_is_refused_with_413_before_its_body_is_sent(
 ) -> None:
     upload = new_upload(sdk, 10)
     status, body = send_headers_only(
-        live_server_url, f"/uploads/{upload.id}/parts", live_tenant.raw_key,
+        live_server_url,
+        f"/uploads/{upload.id}/parts",
+        live_tenant.raw_key,
         int(settings.MAX_UPLOAD_PART_BYTES) + 1024 * 1024,
     )
     assert status == 413
@@ -239,33 +258,50 @@ def test_an_oversize_part_is_refused_with_413_before_its_body_is_sent(
 
 # In-process: storage clean-up, expiry, limits and races.
 
+
 def create_upload(api: Any, size: int) -> str:
-    response = api.post("/v1/uploads", {
-        "bytes": size, "filename": "d.bin", "purpose": "assistants",
-        "mime_type": "application/octet-stream",
-    }, format="json")
+    response = api.post(
+        "/v1/uploads",
+        {
+            "bytes": size,
+            "filename": "d.bin",
+            "purpose": "assistants",
+            "mime_type": "application/octet-stream",
+        },
+        format="json",
+    )
     assert response.status_code == 200
     return str(response.json()["id"])
 
 
 def add_part(api: Any, upload_id: str, data: bytes) -> Any:
-    return api.post(f"/v1/uploads/{upload_id}/parts",
-                    {"data": SimpleUploadedFile("blob", data)}, format="multipart")
+    return api.post(
+        f"/v1/uploads/{upload_id}/parts",
+        {"data": SimpleUploadedFile("blob", data)},
+        format="multipart",
+    )
 
 
 def test_completion_records_sha256_and_deletes_the_parts_after_commit(
     api: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     upload_id = create_upload(api, 6)
-    part_ids = [add_part(api, upload_id, b"abc").json()["id"],
-                add_part(api, upload_id, b"def").json()["id"]]
+    part_ids = [
+        add_part(api, upload_id, b"abc").json()["id"],
+        add_part(api, upload_id, b"def").json()["id"],
+    ]
     unused = add_part(api, upload_id, b"zzz").json()["id"]
-    names = [str(name) for name in UploadPart.objects.filter(upload_id=upload_id)
-             .values_list("data", flat=True)]
+    names = [
+        str(name)
+        for name in UploadPart.objects.filter(upload_id=upload_id).values_list(
+            "data", flat=True
+        )
+    ]
     assert len(names) == 3 and all(default_storage.exists(n) for n in names)
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post(f"/v1/uploads/{upload_id}/complete",
-                            {"part_ids": part_ids}, format="json")
+        response = api.post(
+            f"/v1/uploads/{upload_id}/complete", {"part_ids": part_ids}, format="json"
+        )
     assert response.status_code == 200
     file = File.objects.get(pk=response.json()["file"]["id"])
     assert file.sha256 == hashlib.sha256(b"abcdef").hexdigest()
@@ -296,7 +332,8 @@ def test_an_expired_upload_refuses_parts_and_is_recorded_expired(
     add_part(api, upload_id, b"abc")
     name = str(UploadPart.objects.get(upload_id=upload_id).data.name)
     Upload.objects.filter(pk=upload_id).update(
-        expires_at=timezone.now() - timedelta(seconds=1))
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
     with django_capture_on_commit_callbacks(execute=True):
         response = add_part(api, upload_id, b"def")
     assert response.status_code == 400
@@ -311,20 +348,27 @@ def test_a_pending_upload_past_its_deadline_reads_as_expired_and_cannot_complete
 ) -> None:
     upload_id = create_upload(api, 3)
     Upload.objects.filter(pk=upload_id).update(
-        expires_at=timezone.now() - timedelta(seconds=1))
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
     # Before any sweep or call has recorded it, the wire already says so.
     assert upload_to_wire(Upload.objects.get(pk=upload_id))["status"] == "expired"
-    response = api.post(f"/v1/uploads/{upload_id}/complete", {"part_ids": []},
-                        format="json")
+    response = api.post(
+        f"/v1/uploads/{upload_id}/complete", {"part_ids": []}, format="json"
+    )
     assert response.status_code == 400
     assert "expired" in response.json()["error"]["message"]
 
 
 def test_the_sweep_expires_only_stale_pending_uploads(tenant: Tenant) -> None:
     def make(**fields: Any) -> Upload:
-        return Upload.objects.create(project=tenant.project, filename="f",
-                                     purpose="assistants", bytes=1,
-                                     mime_type="text/plain", **fields)
+        return Upload.objects.create(
+            project=tenant.project,
+            filename="f",
+            purpose="assistants",
+            bytes=1,
+            mime_type="text/plain",
+            **fields,
+        )
 
     past = timezone.now() - timedelta(minutes=1)
     stale = make(expires_at=past)
@@ -332,10 +376,12 @@ def test_the_sweep_expires_only_stale_pending_uploads(tenant: Tenant) -> None:
     done = make(expires_at=past, status=Upload.Status.COMPLETED)
     assert uploads_expire_due() == 1
     assert uploads_expire_due() == 0
-    statuses = dict(Upload.objects.filter(pk__in=[stale.pk, fresh.pk, done.pk])
-                    .values_list("pk", "status"))
-    assert statuses == {stale.pk: "expired", fresh.pk: "pending",
-                        done.pk: "completed"}
+    statuses = dict(
+        Upload.objects.filter(pk__in=[stale.pk, fresh.pk, done.pk]).values_list(
+            "pk", "status"
+        )
+    )
+    assert statuses == {stale.pk: "expired", fresh.pk: "pending", done.pk: "completed"}
 
 
 def test_a_part_over_max_upload_part_bytes_is_413_and_not_stored(api: Any) -> None:
@@ -374,9 +420,15 @@ def test_a_missing_part_is_a_400_naming_data(api: Any) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_two_racing_completions_create_exactly_one_file() -> None:
     tenant = make_tenant()
-    upload = upload_create(project=tenant.project, data=UploadCreateInput(
-        filename="race.bin", purpose="assistants", bytes=4,
-        mime_type="application/octet-stream"))
+    upload = upload_create(
+        project=tenant.project,
+        data=UploadCreateInput(
+            filename="race.bin",
+            purpose="assistants",
+            bytes=4,
+            mime_type="application/octet-stream",
+        ),
+    )
     part = upload_part_create(upload=upload, content=ContentFile(b"race", "p"))
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
@@ -384,8 +436,10 @@ def test_two_racing_completions_create_exactly_one_file() -> None:
     def complete() -> None:
         try:
             barrier.wait()
-            upload_complete(upload=Upload.objects.get(pk=upload.pk),
-                            data=UploadCompleteInput(part_ids=[part.id]))
+            upload_complete(
+                upload=Upload.objects.get(pk=upload.pk),
+                data=UploadCompleteInput(part_ids=[part.id]),
+            )
             outcomes.append("completed")
         except InvalidRequestError:
             outcomes.append("refused")
@@ -409,16 +463,26 @@ def test_two_racing_completions_create_exactly_one_file() -> None:
 def test_the_parts_reader_reads_across_parts_and_trusts_only_a_single_pass(
     tenant: Tenant,
 ) -> None:
-    upload = upload_create(project=tenant.project, data=UploadCreateInput(
-        filename="r.bin", purpose="assistants", bytes=9,
-        mime_type="application/octet-stream"))
-    parts = [upload_part_create(upload=upload, content=ContentFile(chunk, "p"))
-             for chunk in (b"abc", b"de", b"fghi")]
+    upload = upload_create(
+        project=tenant.project,
+        data=UploadCreateInput(
+            filename="r.bin",
+            purpose="assistants",
+            bytes=9,
+            mime_type="application/octet-stream",
+        ),
+    )
+    parts = [
+        upload_part_create(upload=upload, content=ContentFile(chunk, "p"))
+        for chunk in (b"abc", b"de", b"fghi")
+    ]
     reader = PartsReader(parts)
     assert reader.read(4) == b"abcd"
     assert reader.read() == b"efghi"
-    assert reader.digests() == (hashlib.sha256(b"abcdefghi").hexdigest(),
-                                hashlib.md5(b"abcdefghi").hexdigest())
+    assert reader.digests() == (
+        hashlib.sha256(b"abcdefghi").hexdigest(),
+        hashlib.md5(b"abcdefghi").hexdigest(),
+    )
     reader.seek(-3, io.SEEK_END)
     assert reader.read(10) == b"ghi"
     reader.seek(2)
@@ -437,12 +501,17 @@ def test_completion_rehashes_the_stored_blob_when_the_backend_read_out_of_order(
     monkeypatch.setattr(PartsReader, "digests", lambda self: None)
     upload_id = create_upload(api, 6)
     part_id = add_part(api, upload_id, b"abcdef").json()["id"]
-    wrong = api.post(f"/v1/uploads/{upload_id}/complete",
-                     {"part_ids": [part_id], "md5": "0" * 32}, format="json")
+    wrong = api.post(
+        f"/v1/uploads/{upload_id}/complete",
+        {"part_ids": [part_id], "md5": "0" * 32},
+        format="json",
+    )
     assert wrong.status_code == 400
-    response = api.post(f"/v1/uploads/{upload_id}/complete",
-                        {"part_ids": [part_id],
-                         "md5": hashlib.md5(b"abcdef").hexdigest()}, format="json")
+    response = api.post(
+        f"/v1/uploads/{upload_id}/complete",
+        {"part_ids": [part_id], "md5": hashlib.md5(b"abcdef").hexdigest()},
+        format="json",
+    )
     assert response.status_code == 200
     file = File.objects.get(pk=response.json()["file"]["id"])
     assert file.sha256 == hashlib.sha256(b"abcdef").hexdigest()

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 from django.core.files import File as DjangoFile
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from core.errors import InvalidRequestError, NotFoundError
 from core.models import Project
@@ -11,7 +12,9 @@ from tools.models import File, Upload, VectorStore
 
 
 def files_of(*, project: Project) -> QuerySet[File]:
-    return File.objects.filter(project=project)
+    """The project's files; an expired file is gone for clients at once, even
+    before the sweep (``files_expire_due``) deletes it."""
+    return File.objects.filter(project=project).exclude(expires_at__lte=timezone.now())
 
 
 def file_get(*, project: Project, file_id: str) -> File:

@@ -66,8 +66,9 @@ PART_TYPES = ("text", "image_file", "image_url")
 
 
 def _part_kind(value: Any) -> str | None:
-    kind = value.get("type") if isinstance(value, dict) else getattr(
-        value, "type", None)
+    kind = (
+        value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    )
     return f"{kind}_part" if kind in PART_TYPES else None
 
 
@@ -148,8 +149,12 @@ def _file_refs(data: MessageCreateInput, *, param: str) -> list[tuple[str, str]]
     if isinstance(data.content, list):
         for i, part in enumerate(data.content):
             if isinstance(part, ImageFilePart):
-                refs.append((part.image_file.file_id,
-                             _at(param, f"content[{i}].image_file.file_id")))
+                refs.append(
+                    (
+                        part.image_file.file_id,
+                        _at(param, f"content[{i}].image_file.file_id"),
+                    )
+                )
     for i, attachment in enumerate(data.attachments or []):
         refs.append((attachment.file_id, _at(param, f"attachments[{i}].file_id")))
     return refs
@@ -161,12 +166,16 @@ def _files_require_at(*, project: Project, refs: Sequence[tuple[str, str]]) -> N
     # its own path. One query for all of them, even for a 100-message thread.
     if not refs:
         return
-    found = set(files_of(project=project).filter(pk__in={fid for fid, _ in refs})
-                .values_list("pk", flat=True))
+    found = set(
+        files_of(project=project)
+        .filter(pk__in={fid for fid, _ in refs})
+        .values_list("pk", flat=True)
+    )
     for file_id, param in refs:
         if file_id not in found:
-            raise InvalidRequestError(f"No file found with id '{file_id}'.",
-                                      param=param)
+            raise InvalidRequestError(
+                f"No file found with id '{file_id}'.", param=param
+            )
 
 
 def content_to_wire(content: str | list[Any]) -> list[dict[str, Any]]:
@@ -176,19 +185,30 @@ def content_to_wire(content: str | list[Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for part in content:
         if isinstance(part, TextPart):
-            out.append({"type": "text",
-                        "text": {"value": part.text, "annotations": []}})
+            out.append(
+                {"type": "text", "text": {"value": part.text, "annotations": []}}
+            )
         elif isinstance(part, ImageFilePart):
-            out.append({"type": "image_file", "image_file": {
-                "file_id": part.image_file.file_id,
-                "detail": part.image_file.detail or "auto",
-            }})
+            out.append(
+                {
+                    "type": "image_file",
+                    "image_file": {
+                        "file_id": part.image_file.file_id,
+                        "detail": part.image_file.detail or "auto",
+                    },
+                }
+            )
         else:
             assert isinstance(part, ImageUrlPart)
-            out.append({"type": "image_url", "image_url": {
-                "url": part.image_url.url,
-                "detail": part.image_url.detail or "auto",
-            }})
+            out.append(
+                {
+                    "type": "image_url",
+                    "image_url": {
+                        "url": part.image_url.url,
+                        "detail": part.image_url.detail or "auto",
+                    },
+                }
+            )
     return out
 
 
@@ -197,13 +217,17 @@ def attachments_to_wire(attachments: Sequence[AttachmentInput]) -> list[dict[str
     for attachment in attachments:
         # Naming a tool twice means nothing more than naming it once.
         types = list(dict.fromkeys(tool.type for tool in attachment.tools or []))
-        out.append({"file_id": attachment.file_id,
-                    "tools": [{"type": t} for t in types]})
+        out.append(
+            {"file_id": attachment.file_id, "tools": [{"type": t} for t in types]}
+        )
     return out
 
 
 def messages_build(
-    *, project: Project, thread: Thread, inputs: Sequence[MessageCreateInput],
+    *,
+    project: Project,
+    thread: Thread,
+    inputs: Sequence[MessageCreateInput],
     param: str = "",
 ) -> list[Message]:
     """Unsaved messages for ``thread``, in request order, after checking that
@@ -221,9 +245,12 @@ def messages_build(
     messages = []
     for data in inputs:
         message = Message(
-            thread=thread, role=data.role, content=content_to_wire(data.content),
+            thread=thread,
+            role=data.role,
+            content=content_to_wire(data.content),
             attachments=attachments_to_wire(data.attachments or []),
-            metadata=data.metadata or {}, status=Message.Status.COMPLETED,
+            metadata=data.metadata or {},
+            status=Message.Status.COMPLETED,
         )
         # A message a client writes is whole the moment it exists.
         message.completed_at = message.created_at
@@ -242,6 +269,10 @@ def message_create(*, thread: Thread, data: MessageCreateInput) -> Message:
     InvalidRequestError for a file that is not the project's.
     """
     locked = thread_lock(thread=thread)
+    # Imported here: services.run imports this module for messages_build.
+    from assistants.services.run import thread_assert_no_active_run
+
+    thread_assert_no_active_run(thread=locked)
     (message,) = messages_build(project=locked.project, thread=locked, inputs=[data])
     message.save()
     return message

@@ -17,9 +17,12 @@ THREAD_CREATE_MESSAGES_MAX = 100
 
 
 class ThreadCreateInput(Input):
-    messages: Annotated[
-        list[MessageCreateInput], Field(max_length=THREAD_CREATE_MESSAGES_MAX)
-    ] | None = None
+    messages: (
+        Annotated[
+            list[MessageCreateInput], Field(max_length=THREAD_CREATE_MESSAGES_MAX)
+        ]
+        | None
+    ) = None
     tool_resources: ToolResourcesInput | None = None
     metadata: Metadata | None = None
 
@@ -37,12 +40,15 @@ def thread_create(*, project: Project, data: ThreadCreateInput) -> Thread:
     ``messages[0..2]`` behind. Raises InvalidRequestError naming the field.
     """
     thread = Thread(
-        project=project, metadata=data.metadata or {},
-        tool_resources=tool_resources_resolve(project=project,
-                                              resources=data.tool_resources),
+        project=project,
+        metadata=data.metadata or {},
+        tool_resources=tool_resources_resolve(
+            project=project, resources=data.tool_resources
+        ),
     )
-    messages = messages_build(project=project, thread=thread,
-                              inputs=data.messages or [], param="messages")
+    messages = messages_build(
+        project=project, thread=thread, inputs=data.messages or [], param="messages"
+    )
     with transaction.atomic():
         thread.save()
         # One multi-row INSERT: PostgreSQL draws `seq` for the rows in VALUES

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kombu import Queue
+
 from config.env import BASE_DIR, DATA_DIR, database, env, secret
 
 SECRET_KEY = secret("SECRET_KEY", "insecure-dev-key-change-me")
@@ -157,6 +159,16 @@ MODEL_BASE_URL = env.str("MODEL_BASE_URL", default="")
 MODEL_API_KEY = secret("MODEL_API_KEY", "")
 DEFAULT_MODEL = env.str("DEFAULT_MODEL", default="")
 MODEL_CONTEXT_WINDOW = env.int("MODEL_CONTEXT_WINDOW", default=8192)
+# A JSON object merged into DEFAULT_MODEL's capabilities on every start (keys
+# in assistants.engine.client); unset or empty keeps what admin has set.
+MODEL_CAPABILITIES = (
+    env.json("MODEL_CAPABILITIES", default={})
+    if env.str("MODEL_CAPABILITIES", default="").strip()
+    else {}
+)
+# Seconds an engine may stay silent (before its first byte or between two
+# chunks) before the request fails as transient.
+ENGINE_READ_TIMEOUT = env.float("ENGINE_READ_TIMEOUT", default=300.0)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
@@ -165,6 +177,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker started without -Q consumes every queue listed here.
+CELERY_TASK_QUEUES = [Queue("celery"), Queue("runs")]
+CELERY_TASK_DEFAULT_QUEUE = "celery"
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
@@ -180,3 +195,12 @@ LOGGING = {
         "uvicorn.access": {"level": "WARNING"},
     },
 }
+
+# Runs: how often a worker stamps its heartbeat, when the reaper calls a
+# worker dead, how many claims a run gets, and when a queued run's lost
+# wake-up is re-sent.
+RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
+RUN_HEARTBEAT_TIMEOUT_SECONDS = env.float("RUN_HEARTBEAT_TIMEOUT_SECONDS", default=30.0)
+RUN_MAX_ATTEMPTS = env.int("RUN_MAX_ATTEMPTS", default=3)
+RUN_REQUEUE_AFTER_SECONDS = env.float("RUN_REQUEUE_AFTER_SECONDS", default=60.0)
+REAPER_INTERVAL_SECONDS = env.float("REAPER_INTERVAL_SECONDS", default=10.0)

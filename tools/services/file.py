@@ -12,13 +12,14 @@ import logging
 import mimetypes
 import unicodedata
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.files import File as DjangoFile
 from django.core.files.storage import Storage
 from django.db import transaction
+from django.utils import timezone
 from pydantic import AfterValidator, Field
 
 from core.errors import InvalidRequestError, PayloadTooLargeError
@@ -210,3 +211,13 @@ def file_delete(*, file: File) -> dict[str, Any]:
         File.objects.filter(pk=file.pk).delete()
         blobs_discard_on_commit(storage, [name])
     return {"id": file.id, "object": "file", "deleted": True}
+
+
+def files_expire_due(*, now: datetime | None = None, batch: int = 500) -> int:
+    """Delete files past ``expires_at`` (rows, then blobs after commit);
+    returns how many. Safe to run concurrently and repeatedly."""
+    moment = now or timezone.now()
+    due = list(File.objects.filter(expires_at__lte=moment)[:batch])
+    for file in due:
+        file_delete(file=file)
+    return len(due)

@@ -31,17 +31,26 @@ MESSAGE_LIST_PARAMS = [
 
 
 class MessageListCreateApi(APIView):
-    @extend_schema(operation_id="listMessages", parameters=MESSAGE_LIST_PARAMS,
-                   responses={200: MessageList, **ERRORS}, tags=["messages"])
+    @extend_schema(
+        operation_id="listMessages",
+        parameters=MESSAGE_LIST_PARAMS,
+        responses={200: MessageList, **ERRORS},
+        tags=["messages"],
+    )
     def get(self, request: Request, thread_id: str) -> Response:
         thread = thread_get(project=project_of(request), thread_id=thread_id)
         params = page_params(request.query_params)
         run_id = request.query_params.get("run_id") or None
-        return Response(paginate(messages_of(thread=thread, run_id=run_id), params,
-                                 message_to_wire))
+        return Response(
+            paginate(messages_of(thread=thread, run_id=run_id), params, message_to_wire)
+        )
 
-    @extend_schema(operation_id="createMessage", request=MessageCreateInput,
-                   responses={200: MessageObject, **ERRORS}, tags=["messages"])
+    @extend_schema(
+        operation_id="createMessage",
+        request=MessageCreateInput,
+        responses={200: MessageObject, **ERRORS},
+        tags=["messages"],
+    )
     def post(self, request: Request, thread_id: str) -> Response:
         thread = thread_get(project=project_of(request), thread_id=thread_id)
         data = parse(MessageCreateInput, request.data)
@@ -49,24 +58,37 @@ class MessageListCreateApi(APIView):
 
 
 class MessageDetailApi(APIView):
-    @extend_schema(operation_id="getMessage",
-                   responses={200: MessageObject, **ERRORS}, tags=["messages"])
+    @extend_schema(
+        operation_id="getMessage",
+        responses={200: MessageObject, **ERRORS},
+        tags=["messages"],
+    )
     def get(self, request: Request, thread_id: str, message_id: str) -> Response:
-        message = message_get(project=project_of(request), thread_id=thread_id,
-                              message_id=message_id)
+        message = message_get(
+            project=project_of(request), thread_id=thread_id, message_id=message_id
+        )
         return Response(message_to_wire(message))
 
-    @extend_schema(operation_id="modifyMessage", request=MessageUpdateInput,
-                   responses={200: MessageObject, **ERRORS}, tags=["messages"])
+    @extend_schema(
+        operation_id="modifyMessage",
+        request=MessageUpdateInput,
+        responses={200: MessageObject, **ERRORS},
+        tags=["messages"],
+    )
     def post(self, request: Request, thread_id: str, message_id: str) -> Response:
-        message = message_get(project=project_of(request), thread_id=thread_id,
-                              message_id=message_id)
+        message = message_get(
+            project=project_of(request), thread_id=thread_id, message_id=message_id
+        )
         data = parse(MessageUpdateInput, request.data)
         return Response(message_to_wire(message_update(message=message, data=data)))
 
-    @extend_schema(operation_id="deleteMessage",
-                   responses={200: DeletedObject, **ERRORS}, tags=["messages"])
+    @extend_schema(
+        operation_id="deleteMessage",
+        responses={200: DeletedObject, **ERRORS},
+        tags=["messages"],
+    )
     def delete(self, request: Request, thread_id: str, message_id: str) -> Response:
-        message = message_get(project=project_of(request), thread_id=thread_id,
-                              message_id=message_id)
+        message = message_get(
+            project=project_of(request), thread_id=thread_id, message_id=message_id
+        )
         return Response(message_delete(message=message))

@@ -94,8 +94,9 @@ class Attachment(BaseModel):
 
 
 class IncompleteDetails(BaseModel):
-    reason: Literal["content_filter", "max_tokens", "run_cancelled", "run_expired",
-                    "run_failed"]
+    reason: Literal[
+        "content_filter", "max_tokens", "run_cancelled", "run_expired", "run_failed"
+    ]
 
 
 class MessageObject(BaseModel):
@@ -118,6 +119,82 @@ class MessageObject(BaseModel):
 class MessageList(BaseModel):
     object: Literal["list"]
     data: list[MessageObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class RunObject(BaseModel):
+    id: str
+    object: Literal["thread.run"]
+    created_at: int
+    assistant_id: str
+    thread_id: str
+    status: Literal[
+        "queued",
+        "in_progress",
+        "requires_action",
+        "cancelling",
+        "cancelled",
+        "failed",
+        "completed",
+        "incomplete",
+        "expired",
+    ]
+    started_at: int | None
+    expires_at: int | None
+    cancelled_at: int | None
+    failed_at: int | None
+    completed_at: int | None
+    incomplete_at: int | None
+    required_action: dict[str, Any] | None
+    last_error: dict[str, Any] | None
+    incomplete_details: dict[str, Any] | None
+    model: str
+    instructions: str
+    tools: list[dict[str, Any]]
+    metadata: dict[str, str]
+    usage: dict[str, Any] | None
+    temperature: float | None
+    top_p: float | None
+    max_prompt_tokens: int | None
+    max_completion_tokens: int | None
+    truncation_strategy: dict[str, Any]
+    response_format: Any
+    tool_choice: Any
+    parallel_tool_calls: bool
+
+
+class RunList(BaseModel):
+    object: Literal["list"]
+    data: list[RunObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class RunStepObject(BaseModel):
+    id: str
+    object: Literal["thread.run.step"]
+    created_at: int
+    run_id: str
+    assistant_id: str
+    thread_id: str
+    type: Literal["message_creation", "tool_calls"]
+    status: Literal["in_progress", "cancelled", "failed", "completed", "expired"]
+    step_details: dict[str, Any]
+    last_error: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    metadata: dict[str, str]
+    cancelled_at: int | None
+    failed_at: int | None
+    completed_at: int | None
+    expired_at: int | None
+
+
+class RunStepList(BaseModel):
+    object: Literal["list"]
+    data: list[RunStepObject]
     first_id: str | None
     last_id: str | None
     has_more: bool

@@ -24,8 +24,12 @@ from core.validation import parse
 
 
 class ThreadCreateApi(APIView):
-    @extend_schema(operation_id="createThread", request=ThreadCreateInput,
-                   responses={200: ThreadObject, **ERRORS}, tags=["threads"])
+    @extend_schema(
+        operation_id="createThread",
+        request=ThreadCreateInput,
+        responses={200: ThreadObject, **ERRORS},
+        tags=["threads"],
+    )
     def post(self, request: Request) -> Response:
         data = parse(ThreadCreateInput, request.data)
         thread = thread_create(project=project_of(request), data=data)
@@ -33,21 +37,31 @@ class ThreadCreateApi(APIView):
 
 
 class ThreadDetailApi(APIView):
-    @extend_schema(operation_id="getThread",
-                   responses={200: ThreadObject, **ERRORS}, tags=["threads"])
+    @extend_schema(
+        operation_id="getThread",
+        responses={200: ThreadObject, **ERRORS},
+        tags=["threads"],
+    )
     def get(self, request: Request, thread_id: str) -> Response:
         thread = thread_get(project=project_of(request), thread_id=thread_id)
         return Response(thread_to_wire(thread))
 
-    @extend_schema(operation_id="modifyThread", request=ThreadUpdateInput,
-                   responses={200: ThreadObject, **ERRORS}, tags=["threads"])
+    @extend_schema(
+        operation_id="modifyThread",
+        request=ThreadUpdateInput,
+        responses={200: ThreadObject, **ERRORS},
+        tags=["threads"],
+    )
     def post(self, request: Request, thread_id: str) -> Response:
         thread = thread_get(project=project_of(request), thread_id=thread_id)
         data = parse(ThreadUpdateInput, request.data)
         return Response(thread_to_wire(thread_update(thread=thread, data=data)))
 
-    @extend_schema(operation_id="deleteThread",
-                   responses={200: DeletedObject, **ERRORS}, tags=["threads"])
+    @extend_schema(
+        operation_id="deleteThread",
+        responses={200: DeletedObject, **ERRORS},
+        tags=["threads"],
+    )
     def delete(self, request: Request, thread_id: str) -> Response:
         thread = thread_get(project=project_of(request), thread_id=thread_id)
         return Response(thread_delete(thread=thread))

@@ -1,0 +1,1 @@
+"""Runs: the one state machine, the event bus, and the executor."""

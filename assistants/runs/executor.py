@@ -1,0 +1,758 @@
+"""Execute one step of a run on its model engine.
+
+Called by the Celery task with a run id. The worker claims the run with a
+compare-and-swap (queued → in_progress), builds the prompt, streams the
+engine's answer token by token into events, and ends the step in one of:
+``completed``/``incomplete`` (an answer), ``requires_action`` (function
+calls for the client), ``cancelled`` or ``failed``. No transaction is held
+across the engine call.
+
+Safe to run twice: steps are keyed by (run, turn), so a re-run after a lost
+worker finds and reuses its step and message instead of adding new ones, and
+the claim lets only one worker execute a run at a time. While it works, a
+heartbeat thread stamps ``heartbeat_at``; the reaper re-queues runs whose
+heartbeat stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import F
+from django.utils import timezone
+from jsonschema import Draft202012Validator
+
+from assistants.api.v1.serializers import (
+    message_to_wire,
+    run_step_to_wire,
+    run_to_wire,
+)
+from assistants.engine import ChatRequest, EngineError, ToolCallDelta, chat_stream
+from assistants.models import Message, Run, RunStatus, RunStep
+from assistants.runs import events
+from assistants.runs.prompt import build_messages
+from assistants.runs.state import transition
+from core.ids import new_tool_call_id
+from core.models import LanguageModel
+
+logger = logging.getLogger(__name__)
+
+REQUIRES_ACTION_TTL = timedelta(minutes=10)
+# The model gets this many tries to produce valid JSON (strict functions,
+# json_object / json_schema formats) before the run fails.
+MAX_JSON_ATTEMPTS = 3
+CANCEL_POLL_SECONDS = 0.25
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RunCancelled(Exception):
+    pass
+
+
+class _Heartbeat(threading.Thread):
+    """Stamps ``heartbeat_at`` while this worker holds the run."""
+
+    def __init__(self, run_id: str, worker: str) -> None:
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        self.run_id = run_id
+        self.worker = worker
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = float(settings.RUN_HEARTBEAT_SECONDS)
+        try:
+            while not self.stopped.wait(interval):
+                Run.objects.filter(
+                    pk=self.run_id,
+                    worker=self.worker,
+                    status__in=[RunStatus.IN_PROGRESS, RunStatus.CANCELLING],
+                ).update(heartbeat_at=timezone.now())
+        except Exception:  # never let a heartbeat hiccup kill the worker
+            logger.exception("heartbeat failed for %s", self.run_id)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class _CancelWatch:
+    """``should_stop`` for the engine stream: polls the run's cancel flag."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.checked_at = 0.0
+        self.cancelled = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.cancelled and now - self.checked_at >= CANCEL_POLL_SECONDS:
+            self.checked_at = now
+            self.cancelled = events.cancel_requested(self.run_id)
+        return self.cancelled
+
+
+@dataclass
+class _Outcome:
+    text: str = ""
+    calls: dict[int, dict[str, str]] = field(default_factory=dict)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int | None = None
+
+    def add_call_delta(self, delta: ToolCallDelta) -> None:
+        call = self.calls.setdefault(delta.index, {"name": "", "arguments": ""})
+        if delta.name:
+            call["name"] = delta.name
+        call["arguments"] += delta.arguments
+
+
+def _usage_dict(prompt: int, completion: int, cached: int | None) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
+def _add_usage(total: dict[str, Any] | None, step: dict[str, Any]) -> dict[str, Any]:
+    total = dict(total or {})
+    cached = (total.get("prompt_tokens_details") or {}).get("cached_tokens")
+    step_cached = (step.get("prompt_tokens_details") or {}).get("cached_tokens")
+    merged = _usage_dict(
+        int(total.get("prompt_tokens", 0)) + step["prompt_tokens"],
+        int(total.get("completion_tokens", 0)) + step["completion_tokens"],
+        None
+        if cached is None and step_cached is None
+        else (cached or 0) + (step_cached or 0),
+    )
+    return merged
+
+
+class _MessageWriter:
+    """The assistant message of one turn and its message_creation step.
+
+    Created lazily at the first token; found again (not duplicated) when the
+    turn is executed a second time.
+    """
+
+    def __init__(self, run: Run, turn: int) -> None:
+        self.run = run
+        self.key = f"{turn}:message"
+        self.step: RunStep | None = None
+        self.message: Message | None = None
+        self.text = ""  # what the client has been sent so far
+
+    def open(self) -> None:
+        if self.message is not None:
+            return
+        run = self.run
+        step = RunStep.objects.filter(run=run, key=self.key).first()
+        message = None
+        if step is not None:
+            message_id = step.step_details.get("message_creation", {}).get("message_id")
+            message = Message.objects.filter(pk=message_id).first()
+            if message is not None:
+                # A previous attempt died mid-answer: start the text again.
+                Message.objects.filter(pk=message.pk).update(
+                    content=[], status=Message.Status.IN_PROGRESS
+                )
+                message.content, message.status = [], Message.Status.IN_PROGRESS
+        if message is None:
+            message = Message.objects.create(
+                thread_id=run.thread_id,
+                role=Message.Role.ASSISTANT,
+                content=[],
+                status=Message.Status.IN_PROGRESS,
+                assistant_id=run.assistant_id,
+                run_id=run.id,
+            )
+        details = {
+            "type": "message_creation",
+            "message_creation": {"message_id": message.id},
+        }
+        if step is None:
+            step, _ = RunStep.objects.get_or_create(
+                run=run,
+                key=self.key,
+                defaults={
+                    "thread_id": run.thread_id,
+                    "assistant_id": run.assistant_id,
+                    "type": RunStep.Type.MESSAGE_CREATION,
+                    "step_details": details,
+                },
+            )
+        else:
+            RunStep.objects.filter(pk=step.pk).update(
+                step_details=details, status=RunStep.Status.IN_PROGRESS
+            )
+            step.step_details, step.status = details, RunStep.Status.IN_PROGRESS
+        self.step, self.message, self.text = step, message, ""
+        events.publish_many(
+            run.id,
+            [
+                ("thread.run.step.created", run_step_to_wire(step)),
+                ("thread.run.step.in_progress", run_step_to_wire(step)),
+                ("thread.message.created", message_to_wire(message)),
+                ("thread.message.in_progress", message_to_wire(message)),
+            ],
+        )
+
+    def delta(self, text: str) -> None:
+        assert self.message is not None
+        self.text += text
+        events.publish(
+            self.run.id,
+            "thread.message.delta",
+            {
+                "id": self.message.id,
+                "object": "thread.message.delta",
+                "delta": {
+                    "content": [
+                        {
+                            "index": 0,
+                            "type": "text",
+                            "text": {"value": text, "annotations": []},
+                        }
+                    ]
+                },
+            },
+        )
+
+    def close(
+        self,
+        text: str,
+        *,
+        usage: dict[str, Any],
+        incomplete: dict[str, Any] | None = None,
+        step_status: str = RunStep.Status.COMPLETED,
+    ) -> None:
+        assert self.message is not None and self.step is not None
+        now = timezone.now()
+        message, step = self.message, self.step
+        message.content = [{"type": "text", "text": {"value": text, "annotations": []}}]
+        if incomplete:
+            message.status = Message.Status.INCOMPLETE
+            message.incomplete_at = now
+            message.incomplete_details = incomplete
+        else:
+            message.status = Message.Status.COMPLETED
+            message.completed_at = now
+        message.save(
+            update_fields=[
+                "content",
+                "status",
+                "completed_at",
+                "incomplete_at",
+                "incomplete_details",
+            ]
+        )
+        step.status = step_status
+        step.usage = usage
+        if step_status == RunStep.Status.COMPLETED:
+            step.completed_at = now
+        elif step_status == RunStep.Status.CANCELLED:
+            step.cancelled_at = now
+        else:
+            step.failed_at = now
+        step.save(
+            update_fields=[
+                "status",
+                "usage",
+                "completed_at",
+                "cancelled_at",
+                "failed_at",
+            ]
+        )
+        message_event = (
+            "thread.message.incomplete" if incomplete else "thread.message.completed"
+        )
+        events.publish_many(
+            self.run.id,
+            [
+                (message_event, message_to_wire(message)),
+                (f"thread.run.step.{step_status}", run_step_to_wire(step)),
+            ],
+        )
+
+
+def _function_tools(run: Run) -> list[dict[str, Any]]:
+    # file_search and code_interpreter run on our side (retrieval and
+    # code-interpreter issues); until then only function tools reach the model.
+    return [t for t in run.tools or [] if t.get("type") == "function"]
+
+
+def _engine_tool_choice(run: Run, tools: list[dict[str, Any]]) -> Any:
+    choice = run.tool_choice if run.tool_choice is not None else "auto"
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict) and choice.get("type") != "function":
+        return "auto"
+    return choice
+
+
+def _engine_response_format(run: Run) -> dict[str, Any] | None:
+    fmt = run.response_format
+    if not isinstance(fmt, dict) or fmt.get("type") == "text":
+        return None
+    if fmt["type"] == "json_object":
+        return {"type": "json_object"}
+    js = fmt.get("json_schema") or {}
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": js.get("name"),
+            "schema": js.get("schema") or {"type": "object"},
+            "strict": bool(js.get("strict")),
+        },
+    }
+
+
+def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    # ~4 characters a token plus per-message overhead: only a guard for
+    # max_prompt_tokens until the infinite-threads issue counts with the
+    # model's own tokenizer.
+    chars = sum(len(json.dumps(m.get("content") or "")) for m in messages)
+    return chars // 4 + 4 * len(messages)
+
+
+def _fit_prompt(
+    messages: list[dict[str, Any]], budget: int | None
+) -> list[dict[str, Any]] | None:
+    """Drop the oldest history until the estimate fits; None if nothing does."""
+    if budget is None or _estimate_tokens(messages) <= budget:
+        return messages
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
+    body = messages[len(head) :]
+    while body and _estimate_tokens(head + body) > budget:
+        body = body[1:]
+        # Never separate a tool call from its outputs.
+        while body and body[0]["role"] == "tool":
+            body = body[1:]
+    if not body:
+        return None
+    return head + body
+
+
+def _json_problem(text: str, run: Run) -> str | None:
+    fmt = run.response_format
+    if not isinstance(fmt, dict) or fmt.get("type") not in (
+        "json_object",
+        "json_schema",
+    ):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return "the model's answer is not valid JSON"
+    if not isinstance(value, dict):
+        return "the model's answer is not a JSON object"
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    if fmt["type"] == "json_schema" and schema:
+        error = next(Draft202012Validator(schema).iter_errors(value), None)
+        if error is not None:
+            return f"the model's answer does not match the schema: {error.message}"
+    return None
+
+
+def _calls_problem(
+    calls: list[dict[str, str]], run: Run, tools: list[dict[str, Any]]
+) -> str | None:
+    by_name = {t["function"]["name"]: t["function"] for t in tools}
+    choice = run.tool_choice
+    if choice == "required" and not calls:
+        return "the model did not call a tool although tool_choice is 'required'"
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        wanted = choice["function"]["name"]
+        if not calls:
+            return f"the model did not call '{wanted}' as tool_choice requires"
+        if any(c["name"] != wanted for c in calls):
+            return f"the model called another function than '{wanted}'"
+    for call in calls:
+        fn = by_name.get(call["name"])
+        if fn is None:
+            return f"the model called an unknown function '{call['name']}'"
+        try:
+            args = json.loads(call["arguments"] or "{}")
+        except ValueError:
+            return f"the model's arguments for '{call['name']}' are not valid JSON"
+        if not isinstance(args, dict):
+            return f"the model's arguments for '{call['name']}' are not an object"
+        if fn.get("strict") and fn.get("parameters"):
+            error = next(Draft202012Validator(fn["parameters"]).iter_errors(args), None)
+            if error is not None:
+                return (
+                    f"the model's arguments for '{call['name']}' do not match "
+                    f"its schema: {error.message}"
+                )
+    return None
+
+
+def _stream_once(
+    request: ChatRequest,
+    writer: _MessageWriter,
+    *,
+    live_text: bool,
+    watch: _CancelWatch,
+) -> _Outcome:
+    out = _Outcome()
+    for chunk in chat_stream(request, should_stop=watch):
+        if chunk.content:
+            out.text += chunk.content
+            if live_text:
+                writer.open()
+                writer.delta(chunk.content)
+        for delta in chunk.tool_calls:
+            out.add_call_delta(delta)
+        if chunk.finish_reason:
+            out.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            out.prompt_tokens = chunk.usage.prompt_tokens
+            out.completion_tokens = chunk.usage.completion_tokens
+            out.cached_tokens = chunk.usage.cached_tokens
+    if watch.cancelled:
+        raise RunCancelled
+    if not out.prompt_tokens and not out.completion_tokens:
+        # Some engines (llama-cpp-python) never report usage on a stream:
+        # estimate rather than report a run that cost nothing.
+        out.prompt_tokens = _estimate_tokens(request.messages)
+        produced = out.text + "".join(c["arguments"] for c in out.calls.values())
+        out.completion_tokens = max(1, len(produced) // 4) if produced else 0
+    return out
+
+
+def run_execute(run_id: str) -> None:
+    """Claim ``run_id`` if it is queued and execute its next step."""
+    worker = worker_identity()
+    close_old_connections()
+    claimed = transition(
+        run_id,
+        source=[RunStatus.QUEUED],
+        target=RunStatus.IN_PROGRESS,
+        worker=worker,
+        heartbeat_at=timezone.now(),
+        attempts=F("attempts") + 1,
+    )
+    if not claimed:
+        return  # another worker has it, or it ended or was cancelled meanwhile
+    run = Run.objects.get(pk=run_id)
+    events.publish(run.id, "thread.run.in_progress", run_to_wire(run))
+    heartbeat = _Heartbeat(run.id, worker)
+    heartbeat.start()
+    writer: _MessageWriter | None = None
+    try:
+        writer = _MessageWriter(run, _turn_of(run))
+        _execute(run, writer)
+    except RunCancelled:
+        _finish_cancel(run, writer)
+    except EngineError as exc:
+        logger.warning("run %s: engine error: %s", run.id, exc.message)
+        _fail(run, writer, exc.message)
+    except Exception:
+        logger.exception("run %s failed", run.id)
+        _fail(run, writer, "The run failed because of an internal server error.")
+    finally:
+        heartbeat.stop()
+
+
+def _turn_of(run: Run) -> int:
+    return RunStep.objects.filter(
+        run=run, type=RunStep.Type.TOOL_CALLS, status=RunStep.Status.COMPLETED
+    ).count()
+
+
+def _execute(run: Run, writer: _MessageWriter) -> None:
+    model = LanguageModel.objects.filter(pk=run.model).first()
+    if model is None:
+        raise EngineError(
+            f"The model '{run.model}' is no longer registered.", transient=False
+        )
+    used = run.usage or {}
+    if (
+        run.max_completion_tokens
+        and used.get("completion_tokens", 0) >= run.max_completion_tokens
+    ):
+        _end_incomplete(run, "max_completion_tokens", usage=used)
+        return
+    prompt_budget = None
+    if run.max_prompt_tokens:
+        prompt_budget = run.max_prompt_tokens - int(used.get("prompt_tokens", 0))
+    messages = _fit_prompt(
+        build_messages(run, vision=bool(model.capability("vision"))), prompt_budget
+    )
+    if messages is None:
+        _end_incomplete(run, "max_prompt_tokens", usage=used)
+        return
+    tools = _function_tools(run)
+    tool_choice = _engine_tool_choice(run, tools)
+    response_format = _engine_response_format(run)
+    max_tokens = None
+    if run.max_completion_tokens:
+        max_tokens = run.max_completion_tokens - int(used.get("completion_tokens", 0))
+    request = ChatRequest(
+        model=model,
+        messages=messages,
+        tools=tools if tool_choice else None,
+        tool_choice=tool_choice,
+        parallel_tool_calls=run.parallel_tool_calls if tool_choice else None,
+        response_format=response_format,
+        max_tokens=max_tokens,
+        temperature=run.temperature,
+        top_p=run.top_p,
+        seed=run.seed,
+        request_id=run.request_id,
+    )
+    watch = _CancelWatch(run.id)
+    # JSON answers are held back until validated, then sent as one delta:
+    # never stream text that might turn out to be invalid JSON.
+    live_text = response_format is None
+    step_usage = _usage_dict(0, 0, None)
+    problem: str | None = "no attempt"
+    outcome = _Outcome()
+    for _attempt in range(MAX_JSON_ATTEMPTS):
+        outcome = _stream_once(request, writer, live_text=live_text, watch=watch)
+        step_usage = _add_usage(
+            step_usage,
+            _usage_dict(
+                outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens
+            ),
+        )
+        calls = [outcome.calls[i] for i in sorted(outcome.calls)]
+        if tool_choice is None:
+            calls = []
+        if not run.parallel_tool_calls:
+            calls = calls[:1]  # enforced here: some engines ignore the flag
+        outcome.calls = dict(enumerate(calls))
+        if calls or tool_choice in ("required",) or isinstance(tool_choice, dict):
+            problem = _calls_problem(calls, run, tools)
+        else:
+            problem = None
+        if problem is None and not calls:
+            problem = _json_problem(outcome.text, run)
+        if problem is None:
+            break
+        logger.info("run %s: retrying: %s", run.id, problem)
+        if live_text and writer.message is not None:
+            # A live answer that failed a tool check is superseded, not kept.
+            writer.message = None
+    total_usage = _add_usage(run.usage, step_usage)
+    if problem is not None:
+        raise EngineError(
+            f"The model did not produce a valid answer after {MAX_JSON_ATTEMPTS} "
+            f"attempts: {problem}.",
+            transient=False,
+        )
+    if outcome.calls:
+        if outcome.text.strip():
+            writer.open()
+            if not live_text:
+                writer.delta(outcome.text)
+            writer.close(outcome.text, usage=_usage_dict(0, 0, None))
+        _require_action(
+            run,
+            [outcome.calls[i] for i in sorted(outcome.calls)],
+            usage=total_usage,
+            step_usage=step_usage,
+        )
+        return
+    writer.open()
+    if not live_text:
+        writer.delta(outcome.text)
+    hit_limit = outcome.finish_reason == "length" and bool(run.max_completion_tokens)
+    if hit_limit:
+        writer.close(
+            outcome.text, usage=step_usage, incomplete={"reason": "max_tokens"}
+        )
+        _end_incomplete(run, "max_completion_tokens", usage=total_usage)
+        return
+    writer.close(outcome.text, usage=step_usage)
+    over_prompt = (
+        run.max_prompt_tokens and total_usage["prompt_tokens"] > run.max_prompt_tokens
+    )
+    if over_prompt:
+        _end_incomplete(run, "max_prompt_tokens", usage=total_usage)
+        return
+    if transition(
+        run.id,
+        source=[RunStatus.IN_PROGRESS],
+        target=RunStatus.COMPLETED,
+        usage=total_usage,
+    ):
+        _publish_run(run.id, "thread.run.completed")
+    else:
+        _finish_cancel(run, None)
+
+
+def _require_action(
+    run: Run,
+    calls: list[dict[str, str]],
+    *,
+    usage: dict[str, Any],
+    step_usage: dict[str, Any],
+) -> None:
+    turn = _turn_of(run)
+    key = f"{turn}:tools"
+    existing = RunStep.objects.filter(run=run, key=key).first()
+    old_ids = [
+        c["id"]
+        for c in (existing.step_details.get("tool_calls", []) if existing else [])
+    ]
+    tool_calls: list[dict[str, Any]] = []
+    for i, call in enumerate(calls):
+        # Our own ids (engines' are long or reused); stable across a re-run.
+        call_id = old_ids[i] if i < len(old_ids) else new_tool_call_id()
+        tool_calls.append(
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": call["name"],
+                    "arguments": call["arguments"] or "{}",
+                    "output": None,
+                },
+            }
+        )
+    details = {"type": "tool_calls", "tool_calls": tool_calls}
+    if existing is None:
+        step, _ = RunStep.objects.get_or_create(
+            run=run,
+            key=key,
+            defaults={
+                "thread_id": run.thread_id,
+                "assistant_id": run.assistant_id,
+                "type": RunStep.Type.TOOL_CALLS,
+                "step_details": details,
+                "usage": step_usage,
+            },
+        )
+    else:
+        RunStep.objects.filter(pk=existing.pk).update(
+            step_details=details, usage=step_usage, status=RunStep.Status.IN_PROGRESS
+        )
+        step = RunStep.objects.get(pk=existing.pk)
+    events.publish_many(
+        run.id,
+        [
+            ("thread.run.step.created", run_step_to_wire(step)),
+            ("thread.run.step.in_progress", run_step_to_wire(step)),
+            (
+                "thread.run.step.delta",
+                {
+                    "id": step.id,
+                    "object": "thread.run.step.delta",
+                    "delta": {
+                        "step_details": {
+                            "type": "tool_calls",
+                            "tool_calls": [
+                                {"index": i, **c} for i, c in enumerate(tool_calls)
+                            ],
+                        }
+                    },
+                },
+            ),
+        ],
+    )
+    required = {
+        "type": "submit_tool_outputs",
+        "submit_tool_outputs": {
+            "tool_calls": [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {
+                        "name": c["function"]["name"],
+                        "arguments": c["function"]["arguments"],
+                    },
+                }
+                for c in tool_calls
+            ]
+        },
+    }
+    if transition(
+        run.id,
+        source=[RunStatus.IN_PROGRESS],
+        target=RunStatus.REQUIRES_ACTION,
+        required_action=required,
+        expires_at=timezone.now() + REQUIRES_ACTION_TTL,
+        usage=usage,
+    ):
+        _publish_run(run.id, "thread.run.requires_action")
+    else:
+        _finish_cancel(run, None)
+
+
+def _publish_run(run_id: str, event: str) -> None:
+    events.publish(run_id, event, run_to_wire(Run.objects.get(pk=run_id)))
+
+
+def _end_incomplete(run: Run, reason: str, *, usage: dict[str, Any]) -> None:
+    if transition(
+        run.id,
+        source=[RunStatus.IN_PROGRESS],
+        target=RunStatus.INCOMPLETE,
+        incomplete_details={"reason": reason},
+        usage=usage or None,
+    ):
+        _publish_run(run.id, "thread.run.incomplete")
+
+
+def _finish_cancel(run: Run, writer: _MessageWriter | None) -> None:
+    """The run was asked to stop: close what is open, end ``cancelled``."""
+    if writer is not None and writer.message is not None and writer.step is not None:
+        writer.close(
+            writer.text,
+            usage=_usage_dict(0, 0, None),
+            incomplete={"reason": "run_cancelled"},
+            step_status=RunStep.Status.CANCELLED,
+        )
+    now = timezone.now()
+    RunStep.objects.filter(run=run, status=RunStep.Status.IN_PROGRESS).update(
+        status=RunStep.Status.CANCELLED, cancelled_at=now
+    )
+    if transition(
+        run.id,
+        source=[RunStatus.CANCELLING, RunStatus.IN_PROGRESS],
+        target=RunStatus.CANCELLED,
+        now=now,
+    ):
+        _publish_run(run.id, "thread.run.cancelled")
+
+
+def _fail(run: Run, writer: _MessageWriter | None, message: str) -> None:
+    now = timezone.now()
+    if writer is not None and writer.message is not None and writer.step is not None:
+        writer.close(
+            writer.text,
+            usage=_usage_dict(0, 0, None),
+            incomplete={"reason": "run_failed"},
+            step_status=RunStep.Status.FAILED,
+        )
+    error = {"code": "server_error", "message": message}
+    RunStep.objects.filter(run=run, status=RunStep.Status.IN_PROGRESS).update(
+        status=RunStep.Status.FAILED, failed_at=now, last_error=error
+    )
+    if transition(
+        run.id,
+        source=[RunStatus.IN_PROGRESS, RunStatus.CANCELLING],
+        target=RunStatus.FAILED,
+        now=now,
+        last_error=error,
+    ):
+        _publish_run(run.id, "thread.run.failed")

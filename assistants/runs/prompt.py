@@ -1,0 +1,106 @@
+"""Build the chat messages an engine sees for one step of a run.
+
+Bounded: reads at most HISTORY_LIMIT of the thread's newest messages through
+the (thread, seq) index, never the whole thread. The infinite-threads issue
+replaces this window with token budgets, summaries and recall.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assistants.models import Message, Run, RunStep
+
+HISTORY_LIMIT = 200
+
+
+def _text_of(content: list[dict[str, Any]], *, vision: bool) -> str | list[Any]:
+    parts: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            value = part["text"]["value"]
+            texts.append(value)
+            parts.append({"type": "text", "text": value})
+        elif kind == "image_url" and vision:
+            parts.append(
+                {"type": "image_url", "image_url": {"url": part["image_url"]["url"]}}
+            )
+        elif kind in ("image_url", "image_file"):
+            texts.append("[image]")
+            parts.append({"type": "text", "text": "[image]"})
+    if vision and any(p["type"] == "image_url" for p in parts):
+        return parts
+    return "\n".join(texts)
+
+
+def build_messages(run: Run, *, vision: bool = False) -> list[dict[str, Any]]:
+    """System instructions, the thread's recent history and this run's tool
+    exchanges, merged in creation order (messages and steps share one
+    sequence, so ``seq`` orders them exactly)."""
+    strategy = run.truncation_strategy or {}
+    limit = HISTORY_LIMIT
+    if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
+        limit = min(limit, int(strategy["last_messages"]))
+    history = list(
+        Message.objects.filter(thread_id=run.thread_id)
+        .exclude(status=Message.Status.IN_PROGRESS)
+        .order_by("-seq")
+        .only("seq", "role", "content")[:limit]
+    )
+    history.reverse()
+    steps = list(
+        RunStep.objects.filter(
+            run=run, type=RunStep.Type.TOOL_CALLS, status=RunStep.Status.COMPLETED
+        ).order_by("seq")
+    )
+    items: list[tuple[int, dict[str, Any] | list[dict[str, Any]]]] = []
+    for m in history:
+        items.append(
+            (m.seq, {"role": m.role, "content": _text_of(m.content, vision=vision)})
+        )
+    for step in steps:
+        calls = [
+            c
+            for c in step.step_details.get("tool_calls", [])
+            if c.get("type") == "function"
+        ]
+        if not calls:
+            continue
+        exchange: list[dict[str, Any]] = [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {
+                            "name": c["function"]["name"],
+                            "arguments": c["function"]["arguments"],
+                        },
+                    }
+                    for c in calls
+                ],
+            }
+        ]
+        for c in calls:
+            exchange.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": c["id"],
+                    "content": c["function"].get("output") or "",
+                }
+            )
+        items.append((step.seq, exchange))
+    items.sort(key=lambda item: item[0])
+    messages: list[dict[str, Any]] = []
+    if run.instructions:
+        messages.append({"role": "system", "content": run.instructions})
+    for _seq, item in items:
+        if isinstance(item, list):
+            messages.extend(item)
+        else:
+            messages.append(item)
+    return messages
