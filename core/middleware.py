@@ -14,7 +14,9 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if 0 < len(incoming) <= 128 else f"req_{uuid.uuid4().hex}"
+        # A canonical UUID: engines that check the header (llama.cpp's server)
+        # accept it, and it passes unchanged from API to worker to engine.
+        request_id = incoming if 0 < len(incoming) <= 128 else str(uuid.uuid4())
         request.META["REQUEST_ID"] = request_id
         response = self.get_response(request)
         response["x-request-id"] = request_id

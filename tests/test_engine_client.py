@@ -23,7 +23,7 @@ from assistants.engine import (
     Usage,
     chat_stream,
 )
-from assistants.engine.client import sse_data
+from assistants.engine.client import engine_request_id, sse_data
 from core.models import LanguageModel
 from core.services.models import language_models_seed_from_env
 
@@ -151,7 +151,7 @@ def test_it_streams_text_token_by_token(fake_engine: FakeEngine) -> None:
     }
     [sent] = fake_engine.requests()
     assert sent["headers"]["authorization"] == "Bearer engine-key"
-    assert sent["headers"]["x-request-id"] == "req_123"
+    assert sent["headers"]["x-request-id"] == engine_request_id("req_123")
     assert sent["completed"] and not sent["aborted"]
 
 
@@ -736,3 +736,21 @@ def test_the_engine_process_does_not_see_the_platforms_settings() -> None:
         }
     )
     assert env == {"PATH": "/bin", "GGML_CUDA": "1"}
+
+
+def test_request_ids_reach_the_engine_as_uuids(fake_engine: FakeEngine) -> None:
+    """llama.cpp's server refuses a non-UUID X-Request-Id with a 400."""
+    import uuid as uuidlib
+
+    ours = str(uuidlib.uuid4())
+    assert engine_request_id(ours) == ours
+    mapped = engine_request_id("client-chosen id")
+    assert uuidlib.UUID(mapped) and mapped == engine_request_id("client-chosen id")
+    collect(
+        ChatRequest(
+            model=fake_engine.model(),
+            request_id="client-chosen id",
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    )
+    assert fake_engine.requests()[-1]["headers"]["x-request-id"] == mapped

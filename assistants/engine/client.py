@@ -44,6 +44,7 @@ import queue
 import socket
 import ssl
 import threading
+import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass
@@ -138,6 +139,24 @@ class EngineError(Exception):
 
 def _rebuild_engine_error(message: str, transient: bool) -> EngineError:
     return EngineError(message, transient=transient)
+
+
+# Derives a stable UUID from a request id that is not one.
+_REQUEST_ID_NAMESPACE = uuid.UUID("7f3d2c1e-5b4a-4e8f-9a6b-0c1d2e3f4a5b")
+
+
+def engine_request_id(request_id: str) -> str:
+    """The request id as the engine will accept it: a canonical UUID.
+
+    llama-cpp-python's server answers any other ``X-Request-Id`` with an empty
+    400 (its request-id middleware validates UUIDs); vLLM takes anything. Our
+    ids are UUIDs already; a client's own id is mapped to a stable UUID so the
+    engine's logs still correlate with ours.
+    """
+    try:
+        return str(uuid.UUID(request_id))
+    except ValueError:
+        return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, request_id))
 
 
 def _never() -> bool:
@@ -414,7 +433,7 @@ class _Call:
         if model.api_key:
             headers["Authorization"] = f"Bearer {model.api_key}"
         if request.request_id:
-            headers["X-Request-Id"] = request.request_id
+            headers["X-Request-Id"] = engine_request_id(request.request_id)
         return cls(
             model_name=model.id,
             urls=replica_order(model.id, urls),
