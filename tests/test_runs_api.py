@@ -614,3 +614,75 @@ def test_bad_run_requests_are_named(sdk: Any, assistant: Any, engine: Any) -> No
             sdk.post(f"/threads/{thread.id}/runs", body=body, cast_to=object)
         assert info.value.body["param"] == param, body
     assert sdk.beta.threads.runs.list(thread_id=thread.id).data == []
+
+
+def _sse_events(response: httpx.Response) -> list[tuple[str | None, str]]:
+    """(id, event) pairs of an SSE response, in order."""
+    out: list[tuple[str | None, str]] = []
+    entry_id: str | None = None
+    for line in response.iter_lines():
+        if line.startswith("id: "):
+            entry_id = line[4:]
+        elif line.startswith("event: "):
+            out.append((entry_id, line[7:]))
+            entry_id = None
+    return out
+
+
+def test_a_dropped_stream_resumes_from_last_event_id(
+    sdk: Any, assistant: Any, engine: Any, live_server_url: str, live_tenant: Tenant
+) -> None:
+    engine.script({"chunks": ["a", "b", "c"]})
+    thread = _thread_with(sdk, "hi")
+    run = sdk.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
+    )
+    url = f"{live_server_url}/threads/{thread.id}/runs/{run.id}/events"
+    with httpx.stream("GET", url, headers=live_tenant.headers, timeout=30) as full:
+        everything = _sse_events(full)
+    names = [name for _id, name in everything]
+    assert names[0] == "thread.run.created" and names[-2:] == [
+        "thread.run.completed",
+        "done",
+    ]
+    assert names.count("thread.message.delta") == 3
+    # Resume after the first delta: exactly the rest arrives.
+    first_delta = names.index("thread.message.delta")
+    resume_from = everything[first_delta][0]
+    headers = {**live_tenant.headers, "Last-Event-ID": str(resume_from)}
+    with httpx.stream("GET", url, headers=headers, timeout=30) as rest:
+        resumed = [name for _id, name in _sse_events(rest)]
+    assert resumed == names[first_delta + 1 :]
+    bad = httpx.get(url, headers={**live_tenant.headers, "Last-Event-ID": "x"})
+    assert bad.status_code == 400
+
+
+def test_the_admin_run_inspector_shows_steps_tool_calls_and_tokens(
+    sdk: Any, assistant: Any, engine: Any, live_server_url: str, django_db_blocker: Any
+) -> None:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    engine.script(
+        {
+            "tool_calls": [{"name": "get_weather", "arguments": '{"city": "Nice"}'}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7},
+        }
+    )
+    thread = _thread_with(sdk, "weather in Nice")
+    run = sdk.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
+    )
+    call = run.required_action.submit_tool_outputs.tool_calls[0]
+    with django_db_blocker.unblock():
+        admin = get_user_model().objects.create_superuser(
+            username=f"op-{run.id}", password="pw-for-tests"
+        )
+        browser = Client()
+        browser.force_login(admin)
+        page = browser.get(f"/admin/assistants/run/{run.id}/change/")
+        assert page.status_code == 200
+        html = page.content.decode()
+    assert call.id in html and "get_weather" in html and "Nice" in html
+    assert "requires_action" in html and "waited in queue" in html.lower()
+    assert "&quot;total_tokens&quot;: 18" in html or '"total_tokens": 18' in html

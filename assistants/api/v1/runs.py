@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.http import HttpResponseBase
@@ -38,6 +39,7 @@ from core.pagination import page_params, paginate
 from core.schemas import ERRORS
 from core.validation import parse
 
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 STEP_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 INCLUDE = OpenApiParameter(
     "include[]",
@@ -166,6 +168,33 @@ class RunSubmitToolOutputsApi(APIView):
         if data.stream:
             return sse_response(run_events(run.id, after=submitted.stream_after))
         return Response(run_to_wire(submitted.run))
+
+
+class RunEventsApi(APIView):
+    """An extension: (re)attach to a run's event stream.
+
+    OpenAI's API has no way back into a stream once a connection drops; here
+    a client sends the last ``id:`` it saw as ``Last-Event-ID`` (or
+    ``?after=``) and receives every later event, or the whole stream from the
+    start without one. Any web process can serve it.
+    """
+
+    @extend_schema(
+        operation_id="streamRunEvents",
+        parameters=[OpenApiParameter("after", str)],
+        responses={(200, "text/event-stream"): str, **ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request: Request, thread_id: str, run_id: str) -> HttpResponseBase:
+        run = run_get(project=project_of(request), thread_id=thread_id, run_id=run_id)
+        after = (
+            request.META.get("HTTP_LAST_EVENT_ID")
+            or request.query_params.get("after")
+            or "0-0"
+        )
+        if not _STREAM_ID.match(after):
+            raise InvalidRequestError(f"Invalid event id '{after}'.", param="after")
+        return sse_response(run_events(run.id, after=after))
 
 
 class RunStepListApi(APIView):

@@ -7,6 +7,7 @@ from assistants.api.v1.messages import MessageDetailApi, MessageListCreateApi
 from assistants.api.v1.runs import (
     RunCancelApi,
     RunDetailApi,
+    RunEventsApi,
     RunStepDetailApi,
     RunStepListApi,
     RunSubmitToolOutputsApi,
@@ -32,6 +33,7 @@ urlpatterns = [
     path(run, RunDetailApi.as_view()),
     path(f"{run}/cancel", RunCancelApi.as_view()),
     path(f"{run}/submit_tool_outputs", RunSubmitToolOutputsApi.as_view()),
+    path(f"{run}/events", RunEventsApi.as_view()),
     path(f"{run}/steps", RunStepListApi.as_view()),
     path(f"{run}/steps/<str:step_id>", RunStepDetailApi.as_view()),
 ]
