@@ -252,7 +252,7 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # Everything: a run changes through its state machine, never a form.
-        names = []
+        names: list[str] = []
         for _title, options in self.fieldsets:
             names.extend(options["fields"])
         return names
