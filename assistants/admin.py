@@ -254,7 +254,7 @@ class RunAdmin(admin.ModelAdmin):
         # Everything: a run changes through its state machine, never a form.
         names: list[str] = []
         for _title, options in self.fieldsets:
-            names.extend(options["fields"])
+            names.extend(str(name) for name in options["fields"])
         return names
 
     def has_add_permission(self, request: HttpRequest) -> bool:
