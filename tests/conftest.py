@@ -17,15 +17,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
+import openai
+import orjson
 import pytest
 from django.db import connection
 
 from core.models import ApiKey, LanguageModel, Organization, Project
 from core.services.keys import api_key_create
 from core.services.models import language_model_register
+from core.stack.proc import stop_process
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 TEST_MODEL = "test-model"
@@ -155,12 +158,7 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
                 raise
             time.sleep(0.1)
     yield f"{url}/v1"
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, "the live server", timeout=15)
     log.close()
 
 
@@ -228,12 +226,7 @@ def live_worker(
             raise RuntimeError(f"the worker did not start; see {log_path}")
         time.sleep(0.2)
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, "the live worker", timeout=20)
     log.close()
 
 
@@ -286,3 +279,83 @@ def api(tenant: Tenant) -> Any:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant.raw_key}")
     return client
+
+
+# Helpers shared by the API tests.
+
+
+def sdk_for(live_server_url: str, tenant: Tenant) -> openai.OpenAI:
+    """The official SDK authenticated as ``tenant``."""
+    return openai.OpenAI(
+        base_url=live_server_url, api_key=tenant.raw_key, max_retries=0, timeout=30
+    )
+
+
+def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
+    """The ``error`` object of an SDK exception (the SDK unwraps it)."""
+    body = exc.body
+    assert isinstance(body, dict)
+    return body
+
+
+def texts(messages: Any) -> list[str]:
+    """The first text part of each message."""
+    return [m.content[0].text.value for m in messages]
+
+
+def make_file(
+    tenant: Tenant, django_db_blocker: Any, name: str, purpose: str = "assistants"
+) -> str:
+    """A committed file row of ``tenant`` (no blob: for id checks only)."""
+    from tools.models import File
+
+    with django_db_blocker.unblock():
+        file = File.objects.create(
+            project=tenant.project,
+            filename=name,
+            purpose=purpose,
+            bytes=3,
+            content=f"files/{tenant.project.id}/{name}",
+        )
+    return file.id
+
+
+@pytest.fixture
+def other_sdk(live_server_url: str, other_live_tenant: Tenant) -> openai.OpenAI:
+    """The SDK as another project: it must see none of ``sdk``'s objects."""
+    return sdk_for(live_server_url, other_live_tenant)
+
+
+def send_headers_only(
+    live_server_url: str, path: str, raw_key: str, content_length: int
+) -> tuple[int, dict[str, Any]]:
+    """POST only the request head, announcing ``content_length`` body bytes
+    that are never sent, and return the (status, JSON body) the server
+    answers with. A reply at all proves it was given before the body."""
+    url = urlsplit(live_server_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    head = (
+        f"POST {url.path}{path} HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\n"
+        f"Authorization: Bearer {raw_key}\r\n"
+        "Content-Type: multipart/form-data; boundary=xyz\r\n"
+        f"Content-Length: {content_length}\r\n\r\n"
+    )
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection without answering"
+            received += chunk
+        header_block, _, body = received.partition(b"\r\n\r\n")
+        lines = header_block.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return status, orjson.loads(body)

@@ -6,74 +6,23 @@ import asyncio
 import hashlib
 import io
 import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import openai
-import orjson
 import pytest
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
-from tests.conftest import Tenant
+from tests.conftest import Tenant, error_of, sdk_for, send_headers_only
 from tools.api.v1.files import blob_response
 from tools.models import File
 from tools.services.file import CHUNK_SIZE, filename_sanitise
 
 # Not valid UTF-8 anywhere a text decoder could silently "fix" it.
 BINARY = bytes(range(256)) * 4 + b"\xff\xfe\x00\x80\xc3\x28"
-
-
-def sdk_for(live_server_url: str, tenant: Tenant) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=live_server_url, api_key=tenant.raw_key, max_retries=0, timeout=30
-    )
-
-
-def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
-    """The ``error`` object of an SDK exception (the SDK unwraps it)."""
-    body = exc.body
-    assert isinstance(body, dict)
-    return body
-
-
-def send_headers_only(
-    live_server_url: str, path: str, raw_key: str, content_length: int
-) -> tuple[int, dict[str, Any]]:
-    """POST only the request head, announcing ``content_length`` body bytes
-    that are never sent, and return the (status, JSON body) the server
-    answers with. A reply at all proves it was given before the body."""
-    url = urlsplit(live_server_url)
-    host, port = url.hostname or "127.0.0.1", url.port or 80
-    head = (
-        f"POST {url.path}{path} HTTP/1.1\r\n"
-        f"Host: {host}:{port}\r\n"
-        f"Authorization: Bearer {raw_key}\r\n"
-        "Content-Type: multipart/form-data; boundary=xyz\r\n"
-        f"Content-Length: {content_length}\r\n\r\n"
-    )
-    with socket.create_connection((host, port), timeout=10) as sock:
-        sock.sendall(head.encode())
-        received = b""
-        while b"\r\n\r\n" not in received:
-            chunk = sock.recv(65536)
-            assert chunk, "the server closed the connection without answering"
-            received += chunk
-        header_block, _, body = received.partition(b"\r\n\r\n")
-        lines = header_block.decode().split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = dict(line.split(": ", 1) for line in lines[1:])
-        length = int(headers.get("content-length", "0"))
-        while len(body) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-    return status, orjson.loads(body)
 
 
 def upload(

@@ -1,44 +1,12 @@
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import openai
 import pytest
 
 from assistants.models import Message
-from tests.conftest import Tenant
-from tools.models import File
-
-
-def make_file(tenant: Tenant, django_db_blocker: Any, name: str = "cat.png") -> str:
-    with django_db_blocker.unblock():
-        file = File.objects.create(
-            project=tenant.project,
-            filename=name,
-            purpose="vision",
-            bytes=3,
-            content=f"files/{tenant.project.id}/{name}",
-        )
-    return file.id
-
-
-def error_of(info: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
-    """The error object the SDK parsed from the body (typed `object` there)."""
-    return cast(dict[str, Any], info.value.body)
-
-
-def texts(messages: Any) -> list[str]:
-    return [m.content[0].text.value for m in messages]
-
-
-@pytest.fixture
-def other_sdk(live_server_url: str, other_live_tenant: Tenant) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=live_server_url,
-        api_key=other_live_tenant.raw_key,
-        max_retries=0,
-        timeout=30,
-    )
+from tests.conftest import Tenant, error_of, make_file, texts
 
 
 @pytest.fixture
@@ -220,7 +188,9 @@ def test_it_retrieves_modifies_and_deletes_a_message(sdk: Any, thread_id: str) -
     assert deleted.object == "thread.message.deleted" and deleted.deleted is True
     with pytest.raises(openai.NotFoundError) as info:
         m.retrieve(message.id, thread_id=thread_id)
-    assert error_of(info)["message"] == f"No message found with id '{message.id}'."
+    assert (
+        error_of(info.value)["message"] == f"No message found with id '{message.id}'."
+    )
     assert [x.id for x in m.list(thread_id)] == [kept.id]
 
 
@@ -231,7 +201,7 @@ def test_it_refuses_to_modify_anything_but_metadata(sdk: Any, thread_id: str) ->
         sdk.beta.threads.messages.update(
             message.id, thread_id=thread_id, extra_body={"content": "changed"}
         )
-    assert error_of(info)["param"] == "content"
+    assert error_of(info.value)["param"] == "content"
     assert (
         sdk.beta.threads.messages.retrieve(message.id, thread_id=thread_id)
         .content[0]
@@ -271,7 +241,7 @@ def test_it_finds_a_message_only_under_its_own_thread(sdk: Any, thread_id: str) 
     other = sdk.beta.threads.create()
     with pytest.raises(openai.NotFoundError) as info:
         sdk.beta.threads.messages.retrieve(message.id, thread_id=other.id)
-    assert "No message found" in error_of(info)["message"]
+    assert "No message found" in error_of(info.value)["message"]
     with pytest.raises(openai.NotFoundError):
         sdk.beta.threads.messages.delete(message.id, thread_id=other.id)
     assert (
@@ -284,10 +254,10 @@ def test_it_finds_a_message_only_under_its_own_thread(sdk: Any, thread_id: str) 
 def test_it_answers_404_for_messages_of_an_unknown_thread(sdk: Any) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         sdk.beta.threads.messages.create("thread_nope", role="user", content="x")
-    assert error_of(info)["message"] == "No thread found with id 'thread_nope'."
+    assert error_of(info.value)["message"] == "No thread found with id 'thread_nope'."
     with pytest.raises(openai.NotFoundError) as info:
         sdk.beta.threads.messages.retrieve("msg_nope", thread_id="thread_nope")
-    assert error_of(info)["message"] == "No thread found with id 'thread_nope'."
+    assert error_of(info.value)["message"] == "No thread found with id 'thread_nope'."
 
 
 @pytest.mark.live
@@ -378,8 +348,8 @@ def test_it_names_the_bad_field_of_a_message_create(
         sdk.beta.threads.messages.create(
             thread_id, role=openai.omit, content=openai.omit, extra_body=body
         )
-    assert error_of(info)["param"] == param
-    assert error_of(info)["type"] == "invalid_request_error"
+    assert error_of(info.value)["param"] == param
+    assert error_of(info.value)["type"] == "invalid_request_error"
     assert list(sdk.beta.threads.messages.list(thread_id)) == []
 
 
@@ -387,12 +357,12 @@ def test_it_names_the_bad_field_of_a_message_create(
 def test_it_explains_the_wrong_type_of_content(sdk: Any, thread_id: str) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.messages.create(thread_id, role="user", content=5)
-    assert error_of(info)["message"] == (
+    assert error_of(info.value)["message"] == (
         "Invalid 'content': expected a string or an array of content parts."
     )
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.messages.create(thread_id, role="user", content=[])
-    assert "array too short" in error_of(info)["message"]
+    assert "array too short" in error_of(info.value)["message"]
 
 
 @pytest.mark.live
@@ -415,8 +385,8 @@ def test_it_refuses_files_the_project_does_not_own(
                 {"file_id": theirs, "tools": [{"type": "file_search"}]},
             ],
         )
-    assert error_of(info)["param"] == "attachments[1].file_id"
-    assert error_of(info)["message"] == f"No file found with id '{theirs}'."
+    assert error_of(info.value)["param"] == "attachments[1].file_id"
+    assert error_of(info.value)["message"] == f"No file found with id '{theirs}'."
 
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.messages.create(
@@ -427,7 +397,7 @@ def test_it_refuses_files_the_project_does_not_own(
                 {"type": "image_file", "image_file": {"file_id": "file-unknown"}},
             ],
         )
-    assert error_of(info)["param"] == "content[1].image_file.file_id"
+    assert error_of(info.value)["param"] == "content[1].image_file.file_id"
     assert list(sdk.beta.threads.messages.list(thread_id)) == []
 
 
@@ -447,7 +417,7 @@ def test_it_names_the_bad_list_parameter(
 ) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.messages.list(thread_id, extra_query=query)
-    assert error_of(info)["param"] == param
+    assert error_of(info.value)["param"] == param
 
 
 @pytest.mark.live
@@ -457,7 +427,7 @@ def test_it_refuses_a_cursor_from_another_thread(sdk: Any, thread_id: str) -> No
     sdk.beta.threads.messages.create(thread_id, role="user", content="here")
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.messages.list(thread_id, after=foreign)
-    assert error_of(info)["param"] == "after"
+    assert error_of(info.value)["param"] == "after"
 
 
 def test_a_message_create_keeps_the_request_order_of_parts(api: Any) -> None:

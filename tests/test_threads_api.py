@@ -1,44 +1,12 @@
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import openai
 import pytest
 
 from assistants.models import Message, Thread
-from tests.conftest import Tenant
-from tools.models import File
-
-
-def make_file(tenant: Tenant, django_db_blocker: Any, name: str = "data.csv") -> str:
-    with django_db_blocker.unblock():
-        file = File.objects.create(
-            project=tenant.project,
-            filename=name,
-            purpose="assistants",
-            bytes=3,
-            content=f"files/{tenant.project.id}/{name}",
-        )
-    return file.id
-
-
-def error_of(info: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
-    """The error object the SDK parsed from the body (typed `object` there)."""
-    return cast(dict[str, Any], info.value.body)
-
-
-def texts(messages: Any) -> list[str]:
-    return [m.content[0].text.value for m in messages]
-
-
-@pytest.fixture
-def other_sdk(live_server_url: str, other_live_tenant: Tenant) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=live_server_url,
-        api_key=other_live_tenant.raw_key,
-        max_retries=0,
-        timeout=30,
-    )
+from tests.conftest import Tenant, error_of, make_file, texts
 
 
 @pytest.mark.live
@@ -91,7 +59,7 @@ def test_it_retrieves_updates_and_deletes_a_thread(sdk: Any) -> None:
     assert deleted.object == "thread.deleted" and deleted.deleted is True
     with pytest.raises(openai.NotFoundError) as info:
         sdk.beta.threads.retrieve(created.id)
-    assert created.id in error_of(info)["message"]
+    assert created.id in error_of(info.value)["message"]
 
 
 @pytest.mark.live
@@ -134,7 +102,7 @@ def test_it_sets_replaces_and_clears_tool_resources(
 def test_it_keeps_tool_resources_when_only_metadata_changes(
     sdk: Any, live_tenant: Tenant, django_db_blocker: Any
 ) -> None:
-    file_id = make_file(live_tenant, django_db_blocker)
+    file_id = make_file(live_tenant, django_db_blocker, "data.csv", "assistants")
     thread = sdk.beta.threads.create(
         tool_resources={"code_interpreter": {"file_ids": [file_id]}}
     )
@@ -167,7 +135,7 @@ def test_it_writes_nothing_when_a_later_message_is_bad(
             metadata={"doomed": "yes"},
         )
     assert info.value.status_code == 400
-    assert error_of(info)["param"] == "messages[3].content"
+    assert error_of(info.value)["param"] == "messages[3].content"
     with django_db_blocker.unblock():
         assert not Thread.objects.filter(project=live_tenant.project).exists()
         assert not Message.objects.filter(thread__project=live_tenant.project).exists()
@@ -177,7 +145,7 @@ def test_it_writes_nothing_when_a_later_message_is_bad(
 def test_it_writes_nothing_when_a_message_names_an_unknown_file(
     sdk: Any, live_tenant: Tenant, django_db_blocker: Any
 ) -> None:
-    file_id = make_file(live_tenant, django_db_blocker)
+    file_id = make_file(live_tenant, django_db_blocker, "data.csv", "assistants")
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.create(
             messages=[
@@ -198,8 +166,8 @@ def test_it_writes_nothing_when_a_message_names_an_unknown_file(
                 },
             ]
         )
-    assert error_of(info)["param"] == "messages[1].attachments[1].file_id"
-    assert "file-nope" in error_of(info)["message"]
+    assert error_of(info.value)["param"] == "messages[1].attachments[1].file_id"
+    assert "file-nope" in error_of(info.value)["message"]
     with django_db_blocker.unblock():
         assert not Thread.objects.filter(project=live_tenant.project).exists()
 
@@ -210,8 +178,8 @@ def test_it_refuses_more_than_100_initial_messages(
 ) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.create(messages=[{"role": "user", "content": "m"}] * 101)
-    assert error_of(info)["param"] == "messages"
-    assert "maximum length 100" in error_of(info)["message"]
+    assert error_of(info.value)["param"] == "messages"
+    assert "maximum length 100" in error_of(info.value)["message"]
     with django_db_blocker.unblock():
         assert not Thread.objects.filter(project=live_tenant.project).exists()
 
@@ -243,8 +211,8 @@ def test_it_names_the_bad_field_of_a_thread_create(
     with pytest.raises(openai.BadRequestError) as info:
         # extra_body: the SDK sends it as is, ill-typed values included.
         sdk.beta.threads.create(extra_body=body)
-    assert error_of(info)["param"] == param
-    assert error_of(info)["type"] == "invalid_request_error"
+    assert error_of(info.value)["param"] == param
+    assert error_of(info.value)["type"] == "invalid_request_error"
 
 
 @pytest.mark.live
@@ -252,19 +220,19 @@ def test_it_names_the_bad_field_of_a_thread_update(sdk: Any) -> None:
     thread = sdk.beta.threads.create()
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.update(thread.id, extra_body={"messages": []})
-    assert error_of(info)["message"] == (
+    assert error_of(info.value)["message"] == (
         "Unrecognized request argument supplied: messages"
     )
     with pytest.raises(openai.BadRequestError) as info:
         sdk.beta.threads.update(thread.id, metadata="not a map")
-    assert error_of(info)["param"] == "metadata"
+    assert error_of(info.value)["param"] == "metadata"
 
 
 @pytest.mark.live
 def test_it_answers_404_for_an_unknown_thread(sdk: Any) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         sdk.beta.threads.retrieve("thread_doesnotexist")
-    assert error_of(info)["message"] == (
+    assert error_of(info.value)["message"] == (
         "No thread found with id 'thread_doesnotexist'."
     )
 

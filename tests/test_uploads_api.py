@@ -21,8 +21,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from core.errors import InvalidRequestError
-from tests.conftest import Tenant, make_tenant
-from tests.test_files_api import error_of, sdk_for, send_headers_only
+from tests.conftest import Tenant, error_of, make_tenant, sdk_for, send_headers_only
 from tools.api.v1.serializers import upload_to_wire
 from tools.models import File, Upload, UploadPart
 from tools.services.upload import (

@@ -40,7 +40,7 @@ from assistants.api.v1.serializers import (
 from assistants.engine import ChatRequest, EngineError, ToolCallDelta, chat_stream
 from assistants.models import Message, Run, RunStatus, RunStep
 from assistants.runs import events
-from assistants.runs.prompt import build_messages
+from assistants.runs.prompt import build_messages, call_as_made
 from assistants.runs.state import transition
 from core.ids import new_tool_call_id
 from core.models import LanguageModel
@@ -671,19 +671,7 @@ def _require_action(
     )
     required = {
         "type": "submit_tool_outputs",
-        "submit_tool_outputs": {
-            "tool_calls": [
-                {
-                    "id": c["id"],
-                    "type": "function",
-                    "function": {
-                        "name": c["function"]["name"],
-                        "arguments": c["function"]["arguments"],
-                    },
-                }
-                for c in tool_calls
-            ]
-        },
+        "submit_tool_outputs": {"tool_calls": [call_as_made(c) for c in tool_calls]},
     }
     if transition(
         run.id,

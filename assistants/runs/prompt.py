@@ -35,6 +35,21 @@ def _text_of(content: list[dict[str, Any]], *, vision: bool) -> str | list[Any]:
     return "\n".join(texts)
 
 
+def call_as_made(call: dict[str, Any]) -> dict[str, Any]:
+    """A stored function call as the model made it: without its output.
+
+    The shape of both ``required_action`` and a chat ``tool_calls`` entry.
+    """
+    return {
+        "id": call["id"],
+        "type": "function",
+        "function": {
+            "name": call["function"]["name"],
+            "arguments": call["function"]["arguments"],
+        },
+    }
+
+
 def build_messages(run: Run, *, vision: bool = False) -> list[dict[str, Any]]:
     """System instructions, the thread's recent history and this run's tool
     exchanges, merged in creation order (messages and steps share one
@@ -72,17 +87,7 @@ def build_messages(run: Run, *, vision: bool = False) -> list[dict[str, Any]]:
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [
-                    {
-                        "id": c["id"],
-                        "type": "function",
-                        "function": {
-                            "name": c["function"]["name"],
-                            "arguments": c["function"]["arguments"],
-                        },
-                    }
-                    for c in calls
-                ],
+                "tool_calls": [call_as_made(c) for c in calls],
             }
         ]
         for c in calls:

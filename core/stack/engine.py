@@ -31,7 +31,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.stack.proc import free_port, log, wait_until
+from core.stack.proc import free_port, log, stop_process, wait_until
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 DEFAULT_ALIAS = "smollm2-135m-instruct"
@@ -239,15 +239,7 @@ class EmbeddedEngine:
             return False
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        log("stopping the local engine")
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, "the local engine")
 
 
 # --- installation with a heartbeat (the Makefile's engine step) ---------------

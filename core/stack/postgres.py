@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from core.stack.proc import (
     make_traversable,
     running_as_root,
     service_user,
+    stop_process,
     wait_until,
 )
 
@@ -206,12 +208,10 @@ class EmbeddedPostgres:
         self.psql("CREATE EXTENSION IF NOT EXISTS vector", database="template1")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        log("stopping PostgreSQL")
-        self.process.send_signal(2)  # SIGINT: fast shutdown, consistent on disk
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(
+            self.process,
+            "PostgreSQL",
+            # SIGINT: fast shutdown, consistent on disk
+            sig=signal.SIGINT,
+            timeout=30,
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import socket
 import stat
 import subprocess
@@ -95,3 +96,23 @@ def chown_tree(root: Path, user: pwd.struct_passwd) -> None:
         os.chown(dirpath, user.pw_uid, user.pw_gid)
         for name in filenames:
             os.chown(os.path.join(dirpath, name), user.pw_uid, user.pw_gid)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes] | None,
+    name: str,
+    *,
+    sig: int = signal.SIGTERM,
+    timeout: float = 10,
+) -> None:
+    """Ask a child to stop with ``sig``; kill it after ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    log(f"stopping {name}")
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"{name} did not stop in {timeout:.0f}s; killing it")
+        process.kill()
+        process.wait()

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.stack.proc import free_port, log, wait_until
+from core.stack.proc import free_port, log, stop_process, wait_until
 
 
 def _server_binary() -> str:
@@ -76,12 +76,4 @@ class EmbeddedRedis:
             return False
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        log("stopping Redis")
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, "Redis")
