@@ -1,0 +1,1 @@
+"""Benchmarks that print figures. Nothing here is imported by the platform."""
