@@ -54,15 +54,6 @@ def thread_lock(*, thread: Thread) -> Thread:
     return locked
 
 
-def messages_of(*, thread: Thread, run_id: str | None = None) -> QuerySet[Message]:
-    """``thread``'s messages (the thread is already the caller's: it came
-    from ``thread_get``), optionally only those ``run_id`` wrote."""
-    messages = Message.objects.filter(thread=thread)
-    if run_id is not None:
-        messages = messages.filter(run_id=run_id)
-    return messages
-
-
 def message_get(*, project: Project, thread_id: str, message_id: str) -> Message:
     """A message of the project's thread ``thread_id``.
 
@@ -93,6 +84,48 @@ def run_get(*, project: Project, thread_id: str, run_id: str) -> Run:
 
 def active_run_of(*, thread: Thread) -> Run | None:
     return Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).first()
+
+
+def active_run_id_of(*, thread: Thread) -> str | None:
+    """The id of the thread's active run, if any: on every message create, so
+    one index probe for one column."""
+    ids = list(
+        Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).values_list(
+            "id", flat=True
+        )[:1]
+    )
+    return ids[0] if ids else None
+
+
+def thread_lock_scoped(*, project: Project, thread_id: str) -> Thread:
+    """The project's thread ``thread_id`` under its row lock, in one query.
+
+    For writes that start from a thread id (no separate ``thread_get``): call
+    inside a transaction. Raises NotFoundError for another project's thread.
+    """
+    found = list(
+        Thread.objects.select_for_update(of=("self",)).filter(
+            pk=thread_id, project=project
+        )[:1]
+    )
+    if not found:
+        raise NotFoundError.for_object("thread", thread_id)
+    thread = found[0]
+    thread.project = project  # the caller's: no lazy load later
+    return thread
+
+
+def messages_of_thread_id(
+    *, project: Project, thread_id: str, run_id: str | None = None
+) -> QuerySet[Message]:
+    """The messages of the project's thread ``thread_id``, scoped in the same
+    query (a join) rather than after a separate ``thread_get``. Empty for
+    another project's thread: the caller tells "no messages" from "no such
+    thread" only when the page comes back empty."""
+    messages = Message.objects.filter(thread_id=thread_id, thread__project=project)
+    if run_id is not None:
+        messages = messages.filter(run_id=run_id)
+    return messages
 
 
 def run_steps_of(*, run: Run) -> QuerySet[RunStep]:

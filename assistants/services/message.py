@@ -10,7 +10,7 @@ from django.db import transaction
 from pydantic import AfterValidator, Discriminator, Field, Tag
 
 from assistants.models import Message, Thread
-from assistants.selectors import thread_lock
+from assistants.selectors import thread_lock_scoped
 from core.errors import InvalidRequestError
 from core.models import Project
 from core.validation import Id, Input, Metadata
@@ -259,7 +259,9 @@ def messages_build(
 
 
 @transaction.atomic
-def message_create(*, thread: Thread, data: MessageCreateInput) -> Message:
+def message_create(
+    *, project: Project, thread_id: str, data: MessageCreateInput
+) -> Message:
     """Append a client-written message to ``thread``.
 
     Holds the thread's row lock until commit: anything that must not
@@ -268,7 +270,7 @@ def message_create(*, thread: Thread, data: MessageCreateInput) -> Message:
     belong right after it. Raises NotFoundError if the thread is gone, and
     InvalidRequestError for a file that is not the project's.
     """
-    locked = thread_lock(thread=thread)
+    locked = thread_lock_scoped(project=project, thread_id=thread_id)
     # Imported here: services.run imports this module for messages_build.
     from assistants.services.run import thread_assert_no_active_run
 

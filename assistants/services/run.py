@@ -26,7 +26,12 @@ from assistants.inputs import (
 from assistants.models import Assistant, Message, Run, RunStatus, RunStep, Thread
 from assistants.runs import events
 from assistants.runs.state import transition
-from assistants.selectors import active_run_of, assistant_get, thread_lock
+from assistants.selectors import (
+    active_run_id_of,
+    active_run_of,
+    assistant_get,
+    thread_lock,
+)
 from assistants.services.message import MessageCreateInput, messages_build
 from assistants.services.thread import ThreadCreateInput, thread_create
 from core.errors import InvalidRequestError, NotFoundError
@@ -444,8 +449,8 @@ def thread_assert_no_active_run(*, thread: Thread) -> None:
     Call with the thread's row lock held (``thread_lock``), so a run cannot
     start between this check and the caller's write.
     """
-    active = active_run_of(thread=thread)
-    if active is not None:
+    active_id = active_run_id_of(thread=thread)
+    if active_id is not None:
         raise InvalidRequestError(
-            f"Can't add messages to {thread.id} while a run {active.id} is active."
+            f"Can't add messages to {thread.id} while a run {active_id} is active."
         )

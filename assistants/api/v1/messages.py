@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from assistants.api.v1.assistants import LIST_PARAMS
 from assistants.api.v1.schemas import MessageList, MessageObject
 from assistants.api.v1.serializers import message_to_wire
-from assistants.selectors import message_get, messages_of, thread_get
+from assistants.selectors import message_get, messages_of_thread_id, thread_get
 from assistants.services.message import (
     MessageCreateInput,
     MessageUpdateInput,
@@ -38,12 +38,19 @@ class MessageListCreateApi(APIView):
         tags=["messages"],
     )
     def get(self, request: Request, thread_id: str) -> Response:
-        thread = thread_get(project=project_of(request), thread_id=thread_id)
+        project = project_of(request)
         params = page_params(request.query_params)
+        if params.after or params.before:
+            # A cursor into a stranger's thread is a 404, not a bad cursor.
+            thread_get(project=project, thread_id=thread_id)
         run_id = request.query_params.get("run_id") or None
-        return Response(
-            paginate(messages_of(thread=thread, run_id=run_id), params, message_to_wire)
+        messages = messages_of_thread_id(
+            project=project, thread_id=thread_id, run_id=run_id
         )
+        page = paginate(messages, params, message_to_wire)
+        if not page["data"]:
+            thread_get(project=project, thread_id=thread_id)  # 404 if not ours
+        return Response(page)
 
     @extend_schema(
         operation_id="createMessage",
@@ -52,9 +59,11 @@ class MessageListCreateApi(APIView):
         tags=["messages"],
     )
     def post(self, request: Request, thread_id: str) -> Response:
-        thread = thread_get(project=project_of(request), thread_id=thread_id)
         data = parse(MessageCreateInput, request.data)
-        return Response(message_to_wire(message_create(thread=thread, data=data)))
+        message = message_create(
+            project=project_of(request), thread_id=thread_id, data=data
+        )
+        return Response(message_to_wire(message))
 
 
 class MessageDetailApi(APIView):
