@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 # Tells the settings this is the web process: it uses a connection pool.
 os.environ.setdefault("AGENTS_ASGI", "1")
-django_application = get_asgi_application()
+django.setup(set_prefix=False)
 
-from core.asgi_limits import BodySizeLimit  # noqa: E402  (needs settings loaded)
+# After setup: both need settings and the app registry.
+from core.asgi_handler import SyncChainASGIHandler  # noqa: E402
+from core.asgi_limits import BodySizeLimit  # noqa: E402
 
-application = BodySizeLimit(django_application)
+application = BodySizeLimit(SyncChainASGIHandler())
