@@ -6,12 +6,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: install install-dev install-engine run test bench lint typecheck format clean-data help
+.PHONY: install install-dev install-engine run test bench bench-runs lint typecheck format clean-data help
 
 help:
 	@echo "make run    - run the platform (API, worker, embedded PostgreSQL, Redis, model engine)"
 	@echo "make test   - run the whole test suite against the same embedded stack"
 	@echo "make bench  - run the benchmarks (bench/), printing figures"
+	@echo "make bench-runs - only the runs benchmark (bench/runs_bench.py)"
 	@echo "make lint   - ruff; make typecheck - mypy"
 
 $(PY):
@@ -50,6 +51,12 @@ test: install-dev install-engine
 
 bench: install-dev
 	$(PY) -m core.stack exec -- $(PY) bench/api_bench.py $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory bench-runs
+
+# Runs against the scripted engine (tests/fake_engine.py), which answers at
+# once: the local llama.cpp engine is not needed, so it is not started.
+bench-runs: install-dev
+	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/runs_bench.py $(BENCH_RUNS_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
     queue="runs",
     acks_late=True,
     reject_on_worker_lost=True,
+    ignore_result=True,  # the outcome is the run row, not a task result
     # No autoretry: a run's retries are the reaper's, after a heartbeat stops.
     soft_time_limit=1800,
     time_limit=1860,

@@ -33,7 +33,8 @@ FINAL_EVENTS = frozenset(
     }
 )
 
-_local = threading.local()
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
 
 
 def stream_key(run_id: str) -> str:
@@ -45,11 +46,17 @@ def cancel_key(run_id: str) -> str:
 
 
 def client() -> redis.Redis:
-    """A per-thread connection pool to REDIS_URL (read at call time)."""
-    conn = getattr(_local, "redis", None)
+    """One client per process (redis-py's pool is thread-safe and resets
+    itself after a fork). Per thread it cost a new connection on every web
+    request, since each request runs on a thread of its own."""
+    url = settings.REDIS_URL  # read at call time: tests and tools change it
+    conn = _clients.get(url)
     if conn is None:
-        conn = redis.Redis.from_url(settings.REDIS_URL)
-        _local.redis = conn
+        with _clients_lock:
+            conn = _clients.get(url)
+            if conn is None:
+                conn = redis.Redis.from_url(url)
+                _clients[url] = conn
     return conn
 
 
