@@ -184,4 +184,3 @@ def test_a_chunked_body_over_the_limit_is_cut_off(
         with contextlib.suppress(OSError):
             reply = sock.recv(65536)
     assert reply.startswith(b"HTTP/1.1 413")
-

@@ -16,7 +16,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
-from tests.conftest import Tenant, error_of, sdk_for, send_headers_only
+from tests.conftest import Tenant, admin_url, error_of, sdk_for, send_headers_only
 from tools.api.v1.files import blob_response
 from tools.models import File
 from tools.services.file import CHUNK_SIZE, filename_sanitise
@@ -363,11 +363,11 @@ def test_the_admin_lists_files_and_its_delete_removes_the_blob(
     changelist = admin_client.get("/admin/tools/file/", {"purpose": "assistants"})
     assert changelist.status_code == 200
     assert "admin.txt" in changelist.content.decode()
-    assert admin_client.get(f"/admin/tools/file/{file_id}/change/").status_code == 200
+    assert admin_client.get(admin_url("tools.file", file_id)).status_code == 200
     assert admin_client.get("/admin/tools/vectorstore/").status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
-            f"/admin/tools/file/{file_id}/delete/", {"post": "yes"}
+            admin_url("tools.file", file_id, "delete"), {"post": "yes"}
         )
     assert response.status_code == 302
     assert not File.objects.filter(pk=file_id).exists()

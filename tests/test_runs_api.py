@@ -17,7 +17,7 @@ from openai import AssistantEventHandler
 
 from assistants.models import Message, Run, RunStep
 from core.services.models import language_model_register
-from tests.conftest import Tenant
+from tests.conftest import Tenant, admin_url
 
 pytestmark = pytest.mark.live
 pytest_plugins = ["tests.fake_engine"]
@@ -680,7 +680,7 @@ def test_the_admin_run_inspector_shows_steps_tool_calls_and_tokens(
         )
         browser = Client()
         browser.force_login(admin)
-        page = browser.get(f"/admin/assistants/run/{run.id}/change/")
+        page = browser.get(admin_url("assistants.run", run.id))
         assert page.status_code == 200
         html = page.content.decode()
     assert call.id in html and "get_weather" in html and "Nice" in html

@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from assistants.models import Message, Thread
-from tests.conftest import Tenant, error_of, make_file, texts
+from tests.conftest import Tenant, admin_url, error_of, make_file, texts
 
 
 @pytest.mark.live
@@ -253,7 +253,7 @@ def test_the_admin_shows_a_threads_messages_read_only(
     assert created.status_code == 200
     thread_id = created.json()["id"]
 
-    page = admin_client.get(f"/admin/assistants/thread/{thread_id}/change/")
+    page = admin_client.get(admin_url("assistants.thread", thread_id))
     assert page.status_code == 200
     html = page.content.decode()
     assert "What is the airspeed of a swallow?" in html

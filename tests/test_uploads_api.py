@@ -21,7 +21,14 @@ from django.test import override_settings
 from django.utils import timezone
 
 from core.errors import InvalidRequestError
-from tests.conftest import Tenant, error_of, make_tenant, sdk_for, send_headers_only
+from tests.conftest import (
+    Tenant,
+    admin_url,
+    error_of,
+    make_tenant,
+    sdk_for,
+    send_headers_only,
+)
 from tools.api.v1.serializers import upload_to_wire
 from tools.models import File, Upload, UploadPart
 from tools.services.upload import (
@@ -520,6 +527,6 @@ def test_the_admin_shows_an_upload_with_its_parts(api: Any, admin_client: Any) -
     upload_id = create_upload(api, 3)
     part_id = add_part(api, upload_id, b"abc").json()["id"]
     assert admin_client.get("/admin/tools/upload/").status_code == 200
-    page = admin_client.get(f"/admin/tools/upload/{upload_id}/change/")
+    page = admin_client.get(admin_url("tools.upload", upload_id))
     assert page.status_code == 200
     assert part_id in page.content.decode()
