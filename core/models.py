@@ -4,6 +4,7 @@ base class every public API object derives from."""
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 from django.db import models
@@ -34,10 +35,6 @@ class PublicObject(models.Model):
 
     class Meta:
         abstract = True
-
-    @property
-    def created_at_unix(self) -> int:
-        return int(self.created_at.timestamp())
 
 
 class Organization(models.Model):
@@ -142,3 +139,8 @@ class LanguageModel(models.Model):
 
     def capability(self, name: str, default: Any = False) -> Any:
         return (self.capabilities or {}).get(name, default)
+
+
+def unix_time(value: datetime | None) -> int | None:
+    """A timestamp as the wire carries it: Unix seconds, or null."""
+    return int(value.timestamp()) if value is not None else None

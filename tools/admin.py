@@ -56,8 +56,16 @@ class UploadPartInline(admin.TabularInline):
 
 @admin.register(Upload)
 class UploadAdmin(ReadOnlyAdmin):
-    list_display = ("id", "filename", "purpose", "bytes", "status", "project",
-                    "created_at", "expires_at")
+    list_display = (
+        "id",
+        "filename",
+        "purpose",
+        "bytes",
+        "status",
+        "project",
+        "created_at",
+        "expires_at",
+    )
     list_filter = ("status", "purpose", "project")
     search_fields = ("id", "filename", "project__name")
     list_select_related = ("project",)
@@ -66,8 +74,7 @@ class UploadAdmin(ReadOnlyAdmin):
     def delete_model(self, request: HttpRequest, obj: Upload) -> None:
         upload_delete(upload=obj)
 
-    def delete_queryset(self, request: HttpRequest,
-                        queryset: QuerySet[Upload]) -> None:
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Upload]) -> None:
         for upload in queryset:
             upload_delete(upload=upload)
 

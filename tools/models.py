@@ -11,12 +11,25 @@ from core import ids
 from core.models import Project, PublicObject
 
 FILE_PURPOSES = (
-    "assistants", "assistants_output", "vision", "user_data", "batch",
-    "batch_output", "fine-tune", "fine-tune-results", "evals",
+    "assistants",
+    "assistants_output",
+    "vision",
+    "user_data",
+    "batch",
+    "batch_output",
+    "fine-tune",
+    "fine-tune-results",
+    "evals",
 )
 # What clients may upload; *_output / *-results are written by the platform.
-UPLOADABLE_PURPOSES = ("assistants", "vision", "user_data", "batch", "fine-tune",
-                       "evals")
+UPLOADABLE_PURPOSES = (
+    "assistants",
+    "vision",
+    "user_data",
+    "batch",
+    "fine-tune",
+    "evals",
+)
 
 
 def file_storage_path(instance: File, filename: str) -> str:
@@ -30,12 +43,12 @@ def part_storage_path(instance: UploadPart, filename: str) -> str:
 
 
 class File(PublicObject):
-    id = models.CharField(primary_key=True, max_length=64, default=ids.new_file_id,
-                          editable=False)
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_file_id, editable=False
+    )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="files")
     filename = models.CharField(max_length=512)
-    purpose = models.CharField(max_length=32,
-                               choices=[(p, p) for p in FILE_PURPOSES])
+    purpose = models.CharField(max_length=32, choices=[(p, p) for p in FILE_PURPOSES])
     bytes = models.BigIntegerField(default=0)
     mime_type = models.CharField(max_length=255, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
@@ -45,8 +58,9 @@ class File(PublicObject):
     class Meta:
         indexes = [
             models.Index(fields=["project", "seq"], name="file_project_seq"),
-            models.Index(fields=["project", "purpose", "seq"],
-                         name="file_project_purpose_seq"),
+            models.Index(
+                fields=["project", "purpose", "seq"], name="file_project_purpose_seq"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -66,33 +80,39 @@ class Upload(PublicObject):
         CANCELLED = "cancelled"
         EXPIRED = "expired"
 
-    id = models.CharField(primary_key=True, max_length=64, default=ids.new_upload_id,
-                          editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE,
-                                related_name="uploads")
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_upload_id, editable=False
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="uploads"
+    )
     filename = models.CharField(max_length=512)
     purpose = models.CharField(max_length=32)
     bytes = models.BigIntegerField()
     mime_type = models.CharField(max_length=255)
-    status = models.CharField(max_length=16, choices=Status.choices,
-                              default=Status.PENDING)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
     expires_at = models.DateTimeField(default=upload_expiry)
     # The client's expires_after for the File that completion creates; the
     # upload row is the only place it can wait until that file exists.
     file_expires_after = models.PositiveIntegerField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="Seconds after its creation that the completed file expires.",
     )
-    file = models.OneToOneField(File, null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="upload")
+    file = models.OneToOneField(
+        File, null=True, blank=True, on_delete=models.SET_NULL, related_name="upload"
+    )
 
     def __str__(self) -> str:
         return f"{self.id} ({self.filename})"
 
 
 class UploadPart(PublicObject):
-    id = models.CharField(primary_key=True, max_length=64, default=ids.new_part_id,
-                          editable=False)
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_part_id, editable=False
+    )
     upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="parts")
     data = models.FileField(upload_to=part_storage_path, max_length=512)
     bytes = models.BigIntegerField()
@@ -111,13 +131,16 @@ class VectorStore(PublicObject):
         IN_PROGRESS = "in_progress"
         COMPLETED = "completed"
 
-    id = models.CharField(primary_key=True, max_length=64,
-                          default=ids.new_vector_store_id, editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE,
-                                related_name="vector_stores")
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_vector_store_id, editable=False
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="vector_stores"
+    )
     name = models.CharField(max_length=256, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices,
-                              default=Status.COMPLETED)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.COMPLETED
+    )
     usage_bytes = models.BigIntegerField(default=0)
     expires_after = models.JSONField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)

@@ -33,7 +33,9 @@ class ToolResourcesInput(Input):
 
 
 def tool_resources_resolve(
-    *, project: Project, resources: ToolResourcesInput | None,
+    *,
+    project: Project,
+    resources: ToolResourcesInput | None,
     param: str = "tool_resources",
 ) -> dict[str, Any]:
     """Check ownership of every referenced object and return the stored shape.
@@ -47,8 +49,11 @@ def tool_resources_resolve(
     out: dict[str, Any] = {}
     if resources.code_interpreter is not None:
         file_ids = list(resources.code_interpreter.file_ids or [])
-        files_require(project=project, file_ids=file_ids,
-                      param=f"{param}.code_interpreter.file_ids")
+        files_require(
+            project=project,
+            file_ids=file_ids,
+            param=f"{param}.code_interpreter.file_ids",
+        )
         out["code_interpreter"] = {"file_ids": file_ids}
     if resources.file_search is not None:
         fs = resources.file_search
@@ -64,8 +69,11 @@ def tool_resources_resolve(
                 "vector store first and pass its id in 'vector_store_ids'.",
                 param=f"{param}.file_search.vector_stores",
             )
-        vector_stores_require(project=project, vector_store_ids=vs_ids,
-                              param=f"{param}.file_search.vector_store_ids")
+        vector_stores_require(
+            project=project,
+            vector_store_ids=vs_ids,
+            param=f"{param}.file_search.vector_store_ids",
+        )
         out["file_search"] = {"vector_store_ids": vs_ids}
     return out
 

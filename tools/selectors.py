@@ -41,12 +41,14 @@ def file_content_open(*, file: File) -> DjangoFile:
 
 def files_require(*, project: Project, file_ids: Sequence[str], param: str) -> None:
     """Every id names a file of ``project``; else 400 naming the first stranger."""
-    found = set(files_of(project=project).filter(pk__in=file_ids)
-                .values_list("pk", flat=True))
+    found = set(
+        files_of(project=project).filter(pk__in=file_ids).values_list("pk", flat=True)
+    )
     for i, file_id in enumerate(file_ids):
         if file_id not in found:
-            raise InvalidRequestError(f"No file found with id '{file_id}'.",
-                                      param=f"{param}[{i}]")
+            raise InvalidRequestError(
+                f"No file found with id '{file_id}'.", param=f"{param}[{i}]"
+            )
 
 
 def uploads_of(*, project: Project) -> QuerySet[Upload]:
@@ -64,11 +66,16 @@ def vector_stores_of(*, project: Project) -> QuerySet[VectorStore]:
     return VectorStore.objects.filter(project=project)
 
 
-def vector_stores_require(*, project: Project, vector_store_ids: Sequence[str],
-                          param: str) -> None:
-    found = set(vector_stores_of(project=project).filter(pk__in=vector_store_ids)
-                .values_list("pk", flat=True))
+def vector_stores_require(
+    *, project: Project, vector_store_ids: Sequence[str], param: str
+) -> None:
+    found = set(
+        vector_stores_of(project=project)
+        .filter(pk__in=vector_store_ids)
+        .values_list("pk", flat=True)
+    )
     for i, vs_id in enumerate(vector_store_ids):
         if vs_id not in found:
-            raise InvalidRequestError(f"No vector store found with id '{vs_id}'.",
-                                      param=f"{param}[{i}]")
+            raise InvalidRequestError(
+                f"No vector store found with id '{vs_id}'.", param=f"{param}[{i}]"
+            )

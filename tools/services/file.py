@@ -192,8 +192,14 @@ def file_create(
     if size == 0:
         raise InvalidRequestError("File is empty.", param="file")
     name = filename_sanitise(filename)
-    file = File(project=project, filename=name, purpose=data.purpose, bytes=size,
-                sha256=sha256, mime_type=mime_type_clean(mime_type, filename=name))
+    file = File(
+        project=project,
+        filename=name,
+        purpose=data.purpose,
+        bytes=size,
+        sha256=sha256,
+        mime_type=mime_type_clean(mime_type, filename=name),
+    )
     file_expiry(file, data.expires_after)
     file_store(file, content)
     file_row_save(file)

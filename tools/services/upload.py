@@ -68,8 +68,9 @@ class UploadCompleteInput(Input):
 
 def upload_is_expired(upload: Upload, *, now: datetime | None = None) -> bool:
     """A pending upload past its deadline is expired even before a sweep says so."""
-    return (upload.status == Status.PENDING
-            and upload.expires_at <= (now or timezone.now()))
+    return upload.status == Status.PENDING and upload.expires_at <= (
+        now or timezone.now()
+    )
 
 
 def upload_status(upload: Upload) -> str:
@@ -84,8 +85,8 @@ def upload_create(*, project: Project, data: UploadCreateInput) -> Upload:
     limit = int(settings.MAX_MULTIPART_UPLOAD_BYTES)
     if data.bytes > limit:
         raise InvalidRequestError(
-            f"Invalid 'bytes': {data.bytes}. An upload can hold at most {limit} "
-            "bytes.", param="bytes",
+            f"Invalid 'bytes': {data.bytes}. An upload can hold at most {limit} bytes.",
+            param="bytes",
         )
     return Upload.objects.create(
         project=project,
@@ -93,8 +94,9 @@ def upload_create(*, project: Project, data: UploadCreateInput) -> Upload:
         purpose=data.purpose,
         bytes=data.bytes,
         mime_type=data.mime_type,
-        file_expires_after=(data.expires_after.seconds
-                            if data.expires_after is not None else None),
+        file_expires_after=(
+            data.expires_after.seconds if data.expires_after is not None else None
+        ),
     )
 
 
@@ -203,8 +205,14 @@ def upload_part_create(*, upload: Upload, content: DjangoFile) -> UploadPart:
             _locked_open(upload, "add a part to")
             # Parts need not all be used, so a client may re-send one whose
             # response it lost; the bound is on what the upload may store.
-            stored = (UploadPart.objects.filter(upload_id=upload.pk)
-                      .aggregate(total=Sum("bytes"))["total"]) or 0
+            stored = (
+                (
+                    UploadPart.objects.filter(upload_id=upload.pk).aggregate(
+                        total=Sum("bytes")
+                    )["total"]
+                )
+                or 0
+            )
             cap = int(settings.MAX_MULTIPART_UPLOAD_BYTES)
             if stored + size > cap:
                 raise InvalidRequestError(
@@ -222,8 +230,9 @@ def upload_part_create(*, upload: Upload, content: DjangoFile) -> UploadPart:
 def _parts_in_order(upload: Upload, part_ids: Sequence[str]) -> list[UploadPart]:
     """The named parts of ``upload`` in the given order; 400 names the first
     unknown, foreign or repeated id as ``part_ids[i]``."""
-    found = {p.id: p for p in UploadPart.objects.filter(upload_id=upload.pk,
-                                                        pk__in=part_ids)}
+    found = {
+        p.id: p for p in UploadPart.objects.filter(upload_id=upload.pk, pk__in=part_ids)
+    }
     ordered: list[UploadPart] = []
     seen: set[str] = set()
     for i, part_id in enumerate(part_ids):
@@ -371,8 +380,12 @@ def _assemble(upload: Upload, parts: Sequence[UploadPart]) -> tuple[File, str]:
 
     Returns the file and the md5 of its content.
     """
-    file = File(project_id=upload.project_id, filename=upload.filename,
-                purpose=upload.purpose, mime_type=upload.mime_type)
+    file = File(
+        project_id=upload.project_id,
+        filename=upload.filename,
+        purpose=upload.purpose,
+        mime_type=upload.mime_type,
+    )
     reader = PartsReader(parts)
     try:
         file_store(file, _BigChunks(cast(IO[bytes], reader), name=upload.filename))
@@ -407,7 +420,8 @@ def upload_complete(*, upload: Upload, data: UploadCompleteInput) -> Upload:
     if total != upload.bytes:
         raise InvalidRequestError(
             f"The parts hold {total} bytes in total, but upload '{upload.id}' was "
-            f"created with bytes={upload.bytes}.", param="part_ids",
+            f"created with bytes={upload.bytes}.",
+            param="part_ids",
         )
     try:
         file, md5 = _assemble(upload, parts)
@@ -422,11 +436,14 @@ def upload_complete(*, upload: Upload, data: UploadCompleteInput) -> Upload:
         blobs_discard(file.content.storage, [file.content.name])
         raise InvalidRequestError(
             f"The md5 checksum '{data.md5}' does not match the uploaded content "
-            f"('{md5}').", param="md5",
+            f"('{md5}').",
+            param="md5",
         )
     if upload.file_expires_after is not None:
-        file_expiry(file, ExpiresAfterInput(anchor="created_at",
-                                            seconds=upload.file_expires_after))
+        file_expiry(
+            file,
+            ExpiresAfterInput(anchor="created_at", seconds=upload.file_expires_after),
+        )
     try:
         with transaction.atomic():
             _locked_open(upload, "complete")
@@ -465,8 +482,11 @@ def uploads_expire_due(*, now: datetime | None = None) -> int:
     parts; returns how many changed. Safe to run concurrently and repeatedly
     (for a periodic task)."""
     moment = now or timezone.now()
-    due = list(Upload.objects.filter(status=Status.PENDING, expires_at__lte=moment)
-               .values_list("pk", flat=True))
+    due = list(
+        Upload.objects.filter(
+            status=Status.PENDING, expires_at__lte=moment
+        ).values_list("pk", flat=True)
+    )
     changed = 0
     for upload_id in due:
         with transaction.atomic():

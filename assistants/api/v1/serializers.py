@@ -11,17 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from assistants.models import Assistant, Message, Run, RunStep, Thread
-
-
-def _ts(value: Any) -> int | None:
-    return int(value.timestamp()) if value is not None else None
+from core.models import unix_time
 
 
 def assistant_to_wire(a: Assistant) -> dict[str, Any]:
     return {
         "id": a.id,
         "object": "assistant",
-        "created_at": _ts(a.created_at),
+        "created_at": unix_time(a.created_at),
         "name": a.name,
         "description": a.description,
         "model": a.model,
@@ -39,7 +36,7 @@ def thread_to_wire(t: Thread) -> dict[str, Any]:
     return {
         "id": t.id,
         "object": "thread",
-        "created_at": _ts(t.created_at),
+        "created_at": unix_time(t.created_at),
         "metadata": t.metadata or {},
         "tool_resources": t.tool_resources or {},
     }
@@ -49,12 +46,12 @@ def message_to_wire(m: Message) -> dict[str, Any]:
     return {
         "id": m.id,
         "object": "thread.message",
-        "created_at": _ts(m.created_at),
+        "created_at": unix_time(m.created_at),
         "thread_id": m.thread_id,
         "status": m.status,
         "incomplete_details": m.incomplete_details,
-        "completed_at": _ts(m.completed_at),
-        "incomplete_at": _ts(m.incomplete_at),
+        "completed_at": unix_time(m.completed_at),
+        "incomplete_at": unix_time(m.incomplete_at),
         "role": m.role,
         "content": m.content or [],
         "assistant_id": m.assistant_id,
@@ -68,16 +65,16 @@ def run_to_wire(r: Run) -> dict[str, Any]:
     return {
         "id": r.id,
         "object": "thread.run",
-        "created_at": _ts(r.created_at),
+        "created_at": unix_time(r.created_at),
         "assistant_id": r.assistant_id,
         "thread_id": r.thread_id,
         "status": r.status,
-        "started_at": _ts(r.started_at),
-        "expires_at": _ts(r.expires_at),
-        "cancelled_at": _ts(r.cancelled_at),
-        "failed_at": _ts(r.failed_at),
-        "completed_at": _ts(r.completed_at),
-        "incomplete_at": _ts(r.incomplete_at),
+        "started_at": unix_time(r.started_at),
+        "expires_at": unix_time(r.expires_at),
+        "cancelled_at": unix_time(r.cancelled_at),
+        "failed_at": unix_time(r.failed_at),
+        "completed_at": unix_time(r.completed_at),
+        "incomplete_at": unix_time(r.incomplete_at),
         "required_action": r.required_action,
         "last_error": r.last_error,
         "incomplete_details": r.incomplete_details,
@@ -105,7 +102,7 @@ def run_step_to_wire(s: RunStep, *, include_content: bool = False) -> dict[str, 
     return {
         "id": s.id,
         "object": "thread.run.step",
-        "created_at": _ts(s.created_at),
+        "created_at": unix_time(s.created_at),
         "run_id": s.run_id,
         "assistant_id": s.assistant_id,
         "thread_id": s.thread_id,
@@ -115,10 +112,10 @@ def run_step_to_wire(s: RunStep, *, include_content: bool = False) -> dict[str, 
         "last_error": s.last_error,
         "usage": s.usage,
         "metadata": s.metadata or {},
-        "cancelled_at": _ts(s.cancelled_at),
-        "failed_at": _ts(s.failed_at),
-        "completed_at": _ts(s.completed_at),
-        "expired_at": _ts(s.expired_at),
+        "cancelled_at": unix_time(s.cancelled_at),
+        "failed_at": unix_time(s.failed_at),
+        "completed_at": unix_time(s.completed_at),
+        "expired_at": unix_time(s.expired_at),
     }
 
 

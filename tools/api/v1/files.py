@@ -46,8 +46,12 @@ class FileListCreateApi(APIView):
     # JSON is not a way to send a file: anything but multipart is a 415.
     parser_classes = [MultiPartParser]
 
-    @extend_schema(operation_id="listFiles", parameters=LIST_PARAMS,
-                   responses={200: FileList, **ERRORS}, tags=["files"])
+    @extend_schema(
+        operation_id="listFiles",
+        parameters=LIST_PARAMS,
+        responses={200: FileList, **ERRORS},
+        tags=["files"],
+    )
     def get(self, request: Request) -> Response:
         params = page_params(request.query_params)
         files = files_of(project=project_of(request))
@@ -56,30 +60,46 @@ class FileListCreateApi(APIView):
             files = files.filter(purpose=purpose_require(purpose))
         return Response(paginate(files, params, file_to_wire))
 
-    @extend_schema(operation_id="createFile",
-                   request={"multipart/form-data": FileCreateForm},
-                   responses={200: FileObject, **ERRORS}, tags=["files"])
+    @extend_schema(
+        operation_id="createFile",
+        request={"multipart/form-data": FileCreateForm},
+        responses={200: FileObject, **ERRORS},
+        tags=["files"],
+    )
     def post(self, request: Request) -> Response:
         form, upload = multipart_split(
-            request, file_field="file",
+            request,
+            file_field="file",
             integer_fields=frozenset({"expires_after.seconds"}),
         )
         data = parse(FileCreateInput, form)
         content = file_required(upload, param="file")
-        file = file_create(project=project_of(request), data=data, content=content,
-                           filename=content.name or "", mime_type=content.content_type)
+        file = file_create(
+            project=project_of(request),
+            data=data,
+            content=content,
+            filename=content.name or "",
+            mime_type=content.content_type,
+        )
         return Response(file_to_wire(file))
 
 
 class FileDetailApi(APIView):
-    @extend_schema(operation_id="retrieveFile",
-                   responses={200: FileObject, **ERRORS}, tags=["files"])
+    @extend_schema(
+        operation_id="retrieveFile",
+        responses={200: FileObject, **ERRORS},
+        tags=["files"],
+    )
     def get(self, request: Request, file_id: str) -> Response:
-        return Response(file_to_wire(file_get(project=project_of(request),
-                                              file_id=file_id)))
+        return Response(
+            file_to_wire(file_get(project=project_of(request), file_id=file_id))
+        )
 
-    @extend_schema(operation_id="deleteFile",
-                   responses={200: FileDeleted, **ERRORS}, tags=["files"])
+    @extend_schema(
+        operation_id="deleteFile",
+        responses={200: FileDeleted, **ERRORS},
+        tags=["files"],
+    )
     def delete(self, request: Request, file_id: str) -> Response:
         file = file_get(project=project_of(request), file_id=file_id)
         return Response(file_delete(file=file))
@@ -109,8 +129,12 @@ def blob_response(filelike: Any, *, filename: str, asynchronous: bool) -> FileRe
     Always ``application/octet-stream``: echoing a client-chosen type such as
     text/html from the API's origin would let an uploaded file run script.
     """
-    response = FileResponse(filelike, as_attachment=True, filename=filename,
-                            content_type="application/octet-stream")
+    response = FileResponse(
+        filelike,
+        as_attachment=True,
+        filename=filename,
+        content_type="application/octet-stream",
+    )
     if asynchronous:
         # FileResponse has set Content-Length and Content-Disposition; only
         # the iterator changes.
@@ -124,8 +148,12 @@ class AnyAccept(DefaultContentNegotiation):
     sends ``application/binary``, which DRF would refuse with a 406); errors
     still render as JSON."""
 
-    def select_renderer(self, request: Request, renderers: Iterable[BaseRenderer],
-                        format_suffix: str | None = None) -> tuple[BaseRenderer, str]:
+    def select_renderer(
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
+    ) -> tuple[BaseRenderer, str]:
         renderer = next(iter(renderers))
         return renderer, str(renderer.media_type)
 
@@ -133,12 +161,20 @@ class AnyAccept(DefaultContentNegotiation):
 class FileContentApi(APIView):
     content_negotiation_class = AnyAccept
 
-    @extend_schema(operation_id="downloadFile",
-                   responses={(200, "application/octet-stream"): OpenApiResponse(
-                       OpenApiTypes.BINARY, description="The file's bytes"),
-                       **ERRORS},
-                   tags=["files"])
+    @extend_schema(
+        operation_id="downloadFile",
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The file's bytes"
+            ),
+            **ERRORS,
+        },
+        tags=["files"],
+    )
     def get(self, request: Request, file_id: str) -> FileResponse:
         file = file_get(project=project_of(request), file_id=file_id)
-        return blob_response(file_content_open(file=file), filename=file.filename,
-                             asynchronous=isinstance(request._request, ASGIRequest))
+        return blob_response(
+            file_content_open(file=file),
+            filename=file.filename,
+            asynchronous=isinstance(request._request, ASGIRequest),
+        )

@@ -61,13 +61,15 @@ def multipart_split(
     if file_field in form:
         raise InvalidRequestError(
             f"Invalid '{file_field}': expected a file upload, but got a text field "
-            "instead.", param=file_field,
+            "instead.",
+            param=file_field,
         )
     return form, files.get(file_field)
 
 
 def file_required(upload: UploadedFile | None, *, param: str) -> UploadedFile:
     if upload is None:
-        raise InvalidRequestError(f"Missing required parameter: '{param}'.",
-                                  param=param)
+        raise InvalidRequestError(
+            f"Missing required parameter: '{param}'.", param=param
+        )
     return upload

@@ -41,8 +41,7 @@ class FileCreateForm(BaseModel):
     ``expires_after[anchor]`` and ``expires_after[seconds]``."""
 
     file: bytes = Field(description="The file's bytes (at most MAX_UPLOAD_BYTES).")
-    purpose: Literal["assistants", "vision", "user_data", "batch", "fine-tune",
-                     "evals"]
+    purpose: Literal["assistants", "vision", "user_data", "batch", "fine-tune", "evals"]
     expires_after: ExpiresAfterInput | None = None
 
 
@@ -59,8 +58,7 @@ class UploadObject(BaseModel):
 
 
 class UploadPartForm(BaseModel):
-    data: bytes = Field(description="The part's bytes (at most "
-                                    "MAX_UPLOAD_PART_BYTES).")
+    data: bytes = Field(description="The part's bytes (at most MAX_UPLOAD_PART_BYTES).")
 
 
 class UploadPartObject(BaseModel):

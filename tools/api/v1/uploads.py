@@ -27,32 +27,45 @@ from tools.services.upload import (
 
 
 class UploadCreateApi(APIView):
-    @extend_schema(operation_id="createUpload", request=UploadCreateInput,
-                   responses={200: UploadObject, **ERRORS}, tags=["uploads"])
+    @extend_schema(
+        operation_id="createUpload",
+        request=UploadCreateInput,
+        responses={200: UploadObject, **ERRORS},
+        tags=["uploads"],
+    )
     def post(self, request: Request) -> Response:
         data = parse(UploadCreateInput, request.data)
-        return Response(upload_to_wire(upload_create(project=project_of(request),
-                                                     data=data)))
+        return Response(
+            upload_to_wire(upload_create(project=project_of(request), data=data))
+        )
 
 
 class UploadPartCreateApi(APIView):
     parser_classes = [MultiPartParser]
 
-    @extend_schema(operation_id="addUploadPart",
-                   request={"multipart/form-data": UploadPartForm},
-                   responses={200: UploadPartObject, **ERRORS}, tags=["uploads"])
+    @extend_schema(
+        operation_id="addUploadPart",
+        request={"multipart/form-data": UploadPartForm},
+        responses={200: UploadPartObject, **ERRORS},
+        tags=["uploads"],
+    )
     def post(self, request: Request, upload_id: str) -> Response:
         upload = upload_get(project=project_of(request), upload_id=upload_id)
         form, data = multipart_split(request, file_field="data")
         parse(UploadPartCreateInput, form)
-        part = upload_part_create(upload=upload,
-                                  content=file_required(data, param="data"))
+        part = upload_part_create(
+            upload=upload, content=file_required(data, param="data")
+        )
         return Response(upload_part_to_wire(part))
 
 
 class UploadCompleteApi(APIView):
-    @extend_schema(operation_id="completeUpload", request=UploadCompleteInput,
-                   responses={200: UploadObject, **ERRORS}, tags=["uploads"])
+    @extend_schema(
+        operation_id="completeUpload",
+        request=UploadCompleteInput,
+        responses={200: UploadObject, **ERRORS},
+        tags=["uploads"],
+    )
     def post(self, request: Request, upload_id: str) -> Response:
         upload = upload_get(project=project_of(request), upload_id=upload_id)
         data = parse(UploadCompleteInput, request.data)
@@ -60,8 +73,12 @@ class UploadCompleteApi(APIView):
 
 
 class UploadCancelApi(APIView):
-    @extend_schema(operation_id="cancelUpload", request=None,
-                   responses={200: UploadObject, **ERRORS}, tags=["uploads"])
+    @extend_schema(
+        operation_id="cancelUpload",
+        request=None,
+        responses={200: UploadObject, **ERRORS},
+        tags=["uploads"],
+    )
     def post(self, request: Request, upload_id: str) -> Response:
         upload = upload_get(project=project_of(request), upload_id=upload_id)
         return Response(upload_to_wire(upload_cancel(upload=upload)))
