@@ -4,6 +4,7 @@ PostgreSQL and Redis in a fresh DATA_DIR, exactly as on a new machine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -70,7 +71,13 @@ def _stop(proc: subprocess.Popen[str], data_dir: Path) -> str:
         *psutil.Process(proc.pid).children(recursive=True),
     ]
     assert any("postgres" in " ".join(p.cmdline()) for p in family)
+    launcher = next(p for p in family if "core.stack" in " ".join(p.cmdline()))
     os.killpg(proc.pid, signal.SIGTERM)
+    # A second SIGTERM mid-shutdown (make forwards its own; supervisors
+    # repeat theirs) must not cut the ordered stop short.
+    time.sleep(0.001)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        launcher.send_signal(signal.SIGTERM)
     try:
         output, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

@@ -200,6 +200,12 @@ class Stack:
 
 def _install_signal_handlers() -> None:
     def handler(signum: int, _frame: object) -> None:
+        # Ignore every later signal from here on, not only once stop() runs:
+        # make forwards the SIGTERM it got, and a second KeyboardInterrupt
+        # landing before stop() would cut the shutdown short and leave
+        # PostgreSQL and Redis running. stop() bounds every step itself.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, handler)
