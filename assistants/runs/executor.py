@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from jsonschema import Draft202012Validator
@@ -155,6 +155,7 @@ class _MessageWriter:
 
     def __init__(self, run: Run, turn: int) -> None:
         self.run = run
+        self.turn = turn
         self.key = f"{turn}:message"
         self.step: RunStep | None = None
         self.message: Message | None = None
@@ -164,6 +165,11 @@ class _MessageWriter:
         if self.message is not None:
             return
         run = self.run
+        if self.step is None and run.attempts == 1:
+            # The run's first claim: nothing of it can exist yet, so insert
+            # without looking (one transaction, no get-or-create round trips).
+            self._create()
+            return
         step = RunStep.objects.filter(run=run, key=self.key).first()
         message = None
         if step is not None:
@@ -204,6 +210,34 @@ class _MessageWriter:
                 step_details=details, status=RunStep.Status.IN_PROGRESS
             )
             step.step_details, step.status = details, RunStep.Status.IN_PROGRESS
+        self._opened(step, message)
+
+    def _create(self) -> None:
+        run = self.run
+        with transaction.atomic():
+            message = Message.objects.create(
+                thread_id=run.thread_id,
+                role=Message.Role.ASSISTANT,
+                content=[],
+                status=Message.Status.IN_PROGRESS,
+                assistant_id=run.assistant_id,
+                run_id=run.id,
+            )
+            step = RunStep.objects.create(
+                run=run,
+                key=self.key,
+                thread_id=run.thread_id,
+                assistant_id=run.assistant_id,
+                type=RunStep.Type.MESSAGE_CREATION,
+                step_details={
+                    "type": "message_creation",
+                    "message_creation": {"message_id": message.id},
+                },
+            )
+        self._opened(step, message)
+
+    def _opened(self, step: RunStep, message: Message) -> None:
+        run = self.run
         self.step, self.message, self.text = step, message, ""
         events.publish_many(
             run.id,
@@ -473,13 +507,33 @@ def run_execute(run_id: str) -> None:
 
 
 def _turn_of(run: Run) -> int:
+    """Which turn of the run this is: how many rounds of tool outputs came
+    back. None yet on a run's first claim, so no query then."""
+    if run.attempts == 1:
+        return 0
     return RunStep.objects.filter(
         run=run, type=RunStep.Type.TOOL_CALLS, status=RunStep.Status.COMPLETED
     ).count()
 
 
+# Registry rows, cached per process for a few seconds: every run step needs
+# one, and an operator's edit in admin applies within MODEL_CACHE_SECONDS.
+MODEL_CACHE_SECONDS = 5.0
+_models: dict[str, tuple[float, LanguageModel | None]] = {}
+
+
+def _model(model_id: str) -> LanguageModel | None:
+    now = time.monotonic()
+    cached = _models.get(model_id)
+    if cached is not None and now - cached[0] < MODEL_CACHE_SECONDS:
+        return cached[1]
+    model = LanguageModel.objects.filter(pk=model_id).first()
+    _models[model_id] = (now, model)
+    return model
+
+
 def _execute(run: Run, writer: _MessageWriter) -> None:
-    model = LanguageModel.objects.filter(pk=run.model).first()
+    model = _model(run.model)
     if model is None:
         raise EngineError(
             f"The model '{run.model}' is no longer registered.", transient=False
@@ -495,7 +549,12 @@ def _execute(run: Run, writer: _MessageWriter) -> None:
     if run.max_prompt_tokens:
         prompt_budget = run.max_prompt_tokens - int(used.get("prompt_tokens", 0))
     messages = _fit_prompt(
-        build_messages(run, vision=bool(model.capability("vision"))), prompt_budget
+        build_messages(
+            run,
+            vision=bool(model.capability("vision")),
+            tool_steps=writer.turn > 0,
+        ),
+        prompt_budget,
     )
     if messages is None:
         _end_incomplete(run, "max_prompt_tokens", usage=used)
@@ -589,13 +648,18 @@ def _execute(run: Run, writer: _MessageWriter) -> None:
     if over_prompt:
         _end_incomplete(run, "max_prompt_tokens", usage=total_usage)
         return
+    now = timezone.now()
     if transition(
         run.id,
         source=[RunStatus.IN_PROGRESS],
         target=RunStatus.COMPLETED,
+        now=now,
         usage=total_usage,
     ):
-        _publish_run(run.id, "thread.run.completed")
+        # What the UPDATE wrote, applied in memory: no re-read to publish.
+        run.status, run.completed_at, run.usage = RunStatus.COMPLETED, now, total_usage
+        run.required_action = run.expires_at = None
+        events.publish(run.id, "thread.run.completed", run_to_wire(run))
     else:
         _finish_cancel(run, None)
 

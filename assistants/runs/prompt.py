@@ -50,7 +50,9 @@ def call_as_made(call: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_messages(run: Run, *, vision: bool = False) -> list[dict[str, Any]]:
+def build_messages(
+    run: Run, *, vision: bool = False, tool_steps: bool = True
+) -> list[dict[str, Any]]:
     """System instructions, the thread's recent history and this run's tool
     exchanges, merged in creation order (messages and steps share one
     sequence, so ``seq`` orders them exactly)."""
@@ -65,10 +67,16 @@ def build_messages(run: Run, *, vision: bool = False) -> list[dict[str, Any]]:
         .only("seq", "role", "content")[:limit]
     )
     history.reverse()
-    steps = list(
-        RunStep.objects.filter(
-            run=run, type=RunStep.Type.TOOL_CALLS, status=RunStep.Status.COMPLETED
-        ).order_by("seq")
+    # ``tool_steps=False`` when the caller knows there are none (a run's
+    # first turn): one query fewer on every plain answer.
+    steps = (
+        list(
+            RunStep.objects.filter(
+                run=run, type=RunStep.Type.TOOL_CALLS, status=RunStep.Status.COMPLETED
+            ).order_by("seq")
+        )
+        if tool_steps
+        else []
     )
     items: list[tuple[int, dict[str, Any] | list[dict[str, Any]]]] = []
     for m in history:
