@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -129,3 +130,37 @@ def test_make_run_keeps_the_automation_contract(tmp_path: Path) -> None:
         output = _stop(second, data_dir)
     assert generated not in output, "a generated key is printed only once"
     assert (data_dir / "postgres" / "PG_VERSION").exists()
+
+
+def test_a_killed_launcher_leaves_no_process_behind(tmp_path: Path) -> None:
+    """SIGKILL gives the launcher no chance to stop anything: every child
+    (PostgreSQL, Redis, the command) must still go, by the parent-death
+    signal each was started with."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update({"DATA_DIR": str(tmp_path / "data"), "AGENTS_ENGINE": "off"})
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "core.stack", "exec", "--", "sleep", "120"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        children = psutil.Process(launcher.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in children)
+        if "sleep" in names and "postgres" in names and "redis-server" in names:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the stack did not come up")
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    _gone, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == [], f"left behind: {alive}"

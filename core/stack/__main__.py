@@ -12,7 +12,6 @@ Redis, PostgreSQL.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -29,20 +28,10 @@ from core.stack.engine import (
     unavailable_reason,
 )
 from core.stack.postgres import EmbeddedPostgres
-from core.stack.proc import log
+from core.stack.proc import die_with_parent, log
 from core.stack.redis import EmbeddedRedis
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Children get SIGTERM if the launcher dies, even by SIGKILL."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 class Stack:
@@ -147,7 +136,7 @@ class Stack:
             env=self.env,
             cwd=BASE_DIR,
             start_new_session=own_session,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(),
         )
         self.children.append((name, proc))
 

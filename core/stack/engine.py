@@ -15,11 +15,9 @@ wheel on PyPI, so the first install compiles llama.cpp (about 15 minutes on
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -27,11 +25,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.stack.proc import free_port, log, stop_process, wait_until
+from core.stack.proc import die_with_parent, free_port, log, stop_process, wait_until
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 DEFAULT_ALIAS = "smollm2-135m-instruct"
@@ -58,7 +55,6 @@ _SERVER_MODULES = (
     "starlette_context",
     "pydantic_settings",
 )
-_PR_SET_PDEATHSIG = 1
 # The server reads its settings from unprefixed environment variables too
 # (PORT and HOST even win over its command line; MODEL, API_KEY, N_CTX,
 # CONFIG_FILE...), and the platform's own PORT/HOST mean something else, so
@@ -122,13 +118,6 @@ def default_threads() -> int:
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
     return max(1, min(cpus, 8))
-
-
-def _die_with_parent() -> None:
-    """The engine gets SIGTERM if the launcher dies, even by SIGKILL."""
-    with suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -207,7 +196,7 @@ class EmbeddedEngine:
             stdout=logfile,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(),
         )
         logfile.close()
 

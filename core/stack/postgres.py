@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from core.stack.proc import (
     chown_tree,
+    die_with_parent,
     log,
     make_readable_tree,
     make_traversable,
@@ -139,6 +140,8 @@ class EmbeddedPostgres:
             stdout=logfile,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us, we stop it in order
+            # If we die anyway: SIGINT is PostgreSQL's fast, clean shutdown.
+            preexec_fn=die_with_parent(signal.SIGINT),
             **self._run_kwargs(),  # type: ignore[call-overload]
         )
         wait_until(self._ready, timeout=60, what="PostgreSQL to accept connections")

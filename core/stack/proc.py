@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import pwd
 import signal
@@ -116,3 +118,20 @@ def stop_process(
         log(f"{name} did not stop in {timeout:.0f}s; killing it")
         process.kill()
         process.wait()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``sig`` when the launcher dies, even
+    by SIGKILL, so no PostgreSQL, Redis or engine outlives it. (Linux; a
+    no-op elsewhere.) Runs after the switch to the service user, so the
+    setting survives it."""
+
+    def set_signal() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, sig)
+
+    return set_signal

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.stack.proc import free_port, log, stop_process, wait_until
+from core.stack.proc import die_with_parent, free_port, log, stop_process, wait_until
 
 
 def _server_binary() -> str:
@@ -62,6 +62,7 @@ class EmbeddedRedis:
             stdout=logfile,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         wait_until(self._ready, timeout=20, what="Redis to accept connections")
 
