@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import http.client
 import json
 import math
@@ -34,7 +33,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -51,6 +49,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
+from core.stack.proc import die_with_parent, free_port  # noqa: E402
+
 SETTINGS_MODULE = "bench.settings"
 ASGI_APP = "config.asgi:application"
 RESULTS_DIR = BASE_DIR / "bench" / "results"
@@ -64,8 +64,6 @@ CREATE_BODY = b'{"role": "user", "content": "hello"}'
 CREATE_P50_MS = 5.0
 LIST_P50_MS = 10.0
 MIN_THROUGHPUT_RATIO = 1 / 3
-
-_PR_SET_PDEATHSIG = 1
 
 
 # --------------------------------------------------------------------------
@@ -247,20 +245,6 @@ def cpu_use(a: CpuSnapshot, b: CpuSnapshot) -> CpuUse:
 # The server under test
 
 
-def _die_with_parent() -> None:
-    """The server gets SIGTERM if this benchmark dies, even by SIGKILL."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(
-            _PR_SET_PDEATHSIG, signal.SIGTERM
-        )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def django_env(settings: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -314,7 +298,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 # Its own session: a Ctrl-C reaches us, and we stop it in order.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(),
             )
         deadline = time.monotonic() + 60
         while True:

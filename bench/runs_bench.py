@@ -57,20 +57,19 @@ from bench.api_bench import (  # noqa: E402  (needs the project root on sys.path
     _CLK_TCK,
     HOST,
     RESULTS_DIR,
-    _die_with_parent,
     _percentile,
     _postmaster_pid,
     _process_table,
     _raise_interrupt,
     _tree,
     django_env,
-    free_port,
     migrate,
     py_spy,
     request,
     tenant_create,
     versions,
 )
+from core.stack.proc import die_with_parent, free_port  # noqa: E402
 
 # What `make run` serves; --settings measures a candidate instead.
 SETTINGS_MODULE = "config.settings.local"
@@ -139,7 +138,7 @@ class Child:
                 stdout=subprocess.PIPE if stdout_pipe else log_file,
                 stderr=log_file,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(),
             )
 
     def alive(self) -> bool:

@@ -28,7 +28,7 @@ from django.db import connection
 from core.models import ApiKey, LanguageModel, Organization, Project
 from core.services.keys import api_key_create
 from core.services.models import language_model_register
-from core.stack.proc import stop_process
+from core.stack.proc import free_port, stop_process
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 TEST_MODEL = "test-model"
@@ -70,12 +70,6 @@ def ensure_test_model() -> LanguageModel:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _database_url() -> str:
     s = connection.settings_dict
     host = quote(s.get("HOST") or "", safe="")
@@ -102,7 +96,10 @@ def django_db_setup(
     verbosity = request.config.option.verbose
     with django_db_blocker.unblock():
         config = setup_databases(
-            verbosity=verbosity, interactive=False, aliases={"default"}
+            verbosity=verbosity,
+            interactive=False,
+            # Django iterates any collection; its stubs ask for a Mapping.
+            aliases={"default"},  # type: ignore[arg-type]
         )
     yield
     with django_db_blocker.unblock():
@@ -118,7 +115,7 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
     assert connection.settings_dict["NAME"].startswith("test_"), (
         "the live server must run on the test database"
     )
-    port = _free_port()
+    port = free_port()
     env = live_env(database_url)
     data_dir = Path(os.environ.get("DATA_DIR", BASE_DIR / ".data"))
     data_dir.mkdir(parents=True, exist_ok=True)

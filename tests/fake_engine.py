@@ -36,8 +36,6 @@ Use from tests: ``pytest_plugins = ["tests.fake_engine"]`` and the
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import select
@@ -57,6 +55,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+from core.stack.proc import die_with_parent
 
 if TYPE_CHECKING:
     from core.models import LanguageModel
@@ -521,12 +521,6 @@ class FakeEngine:
         )
 
 
-def _die_with_parent() -> None:
-    # The server must not outlive a pytest killed with SIGKILL.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 @pytest.fixture(scope="session")
 def fake_engine_server() -> Iterator[FakeEngine]:
     """The fake engine process, started once per test session."""
@@ -536,7 +530,7 @@ def fake_engine_server() -> Iterator[FakeEngine]:
         env={**os.environ, "PYTHONPATH": str(BASE_DIR)},
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent(),  # never outlive pytest
     )
     assert process.stdout is not None
     line = process.stdout.readline()

@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,10 @@ import httpx
 import psutil
 import pytest
 
+from core.stack.proc import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.live
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start(data_dir: Path, port: int, **extra: str) -> subprocess.Popen[str]:
@@ -102,7 +97,7 @@ def _stop(proc: subprocess.Popen[str], data_dir: Path) -> str:
 
 def test_make_run_keeps_the_automation_contract(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
 
     first = _start(data_dir, port)
     try:
