@@ -36,24 +36,6 @@ def thread_get(*, project: Project, thread_id: str) -> Thread:
     return thread
 
 
-def thread_lock(*, thread: Thread) -> Thread:
-    """``thread`` re-read under its row lock, held until the caller's
-    transaction ends (so call it inside one).
-
-    Raises NotFoundError if the thread was deleted meanwhile.
-    """
-    # of=("self",): lock the thread only, never the project row it joins.
-    locked = (
-        Thread.objects.select_for_update(of=("self",))
-        .select_related("project")
-        .filter(pk=thread.pk)
-        .first()
-    )
-    if locked is None:
-        raise NotFoundError.for_object("thread", thread.pk)
-    return locked
-
-
 def message_get(*, project: Project, thread_id: str, message_id: str) -> Message:
     """A message of the project's thread ``thread_id``.
 

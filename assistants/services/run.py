@@ -30,7 +30,7 @@ from assistants.selectors import (
     active_run_id_of,
     active_run_of,
     assistant_get,
-    thread_lock,
+    thread_lock_scoped,
 )
 from assistants.services.message import MessageCreateInput, messages_build
 from assistants.services.thread import ThreadCreateInput, thread_create
@@ -235,17 +235,18 @@ def _announce_and_enqueue(run: Run) -> None:
 
 
 def run_create(
-    *, project: Project, thread: Thread, data: RunCreateInput, request_id: str = ""
+    *, project: Project, thread_id: str, data: RunCreateInput, request_id: str = ""
 ) -> Run:
-    """Create a queued run on ``thread`` (with any additional messages).
+    """Create a queued run on the project's thread ``thread_id`` (with any
+    additional messages).
 
-    Raises NotFoundError for an assistant of another project,
+    Raises NotFoundError for a thread or an assistant of another project,
     InvalidRequestError for an unknown model, a bad tool choice, or a thread
     that already has an active run. Nothing is written when it raises.
     """
     assistant = _assistant_for(project=project, assistant_id=data.assistant_id)
     with transaction.atomic():
-        locked = thread_lock(thread=thread)
+        locked = thread_lock_scoped(project=project, thread_id=thread_id)
         run = _build_run(
             project=project,
             thread=locked,
@@ -446,7 +447,7 @@ def tool_outputs_submit(*, run: Run, data: ToolOutputsInput) -> SubmittedOutputs
 def thread_assert_no_active_run(*, thread: Thread) -> None:
     """Messages cannot be added while a run is active (OpenAI's rule).
 
-    Call with the thread's row lock held (``thread_lock``), so a run cannot
+    Call with the thread's row lock held (``thread_lock_scoped``), so a run cannot
     start between this check and the caller's write.
     """
     active_id = active_run_id_of(thread=thread)

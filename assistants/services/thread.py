@@ -6,7 +6,7 @@ from django.db import transaction
 from pydantic import Field
 
 from assistants.models import Message, Thread
-from assistants.selectors import thread_lock
+from assistants.selectors import thread_lock_scoped
 from assistants.services.message import MessageCreateInput, messages_build
 from core.models import Project
 from core.validation import Input, Metadata
@@ -58,9 +58,14 @@ def thread_create(*, project: Project, data: ThreadCreateInput) -> Thread:
 
 
 @transaction.atomic
-def thread_update(*, thread: Thread, data: ThreadUpdateInput) -> Thread:
-    """Replace what the client sent (explicit nulls clear it)."""
-    locked = thread_lock(thread=thread)
+def thread_update(
+    *, project: Project, thread_id: str, data: ThreadUpdateInput
+) -> Thread:
+    """Replace what the client sent (explicit nulls clear it).
+
+    Raises NotFoundError for another project's thread.
+    """
+    locked = thread_lock_scoped(project=project, thread_id=thread_id)
     sent = data.model_fields_set
     if "metadata" in sent:
         locked.metadata = data.metadata or {}

@@ -90,12 +90,13 @@ class ThreadRunListCreateApi(APIView):
         tags=TAGS,
     )
     def post(self, request: Request, thread_id: str) -> HttpResponseBase:
-        project = project_of(request)
-        thread = thread_get(project=project, thread_id=thread_id)
         _include_content(request)
         data = parse(RunCreateInput, request.data)
         run = run_create(
-            project=project, thread=thread, data=data, request_id=_request_id(request)
+            project=project_of(request),
+            thread_id=thread_id,
+            data=data,
+            request_id=_request_id(request),
         )
         if data.stream:
             return sse_response(run_events(run.id))

@@ -53,9 +53,11 @@ class ThreadDetailApi(APIView):
         tags=["threads"],
     )
     def post(self, request: Request, thread_id: str) -> Response:
-        thread = thread_get(project=project_of(request), thread_id=thread_id)
         data = parse(ThreadUpdateInput, request.data)
-        return Response(thread_to_wire(thread_update(thread=thread, data=data)))
+        thread = thread_update(
+            project=project_of(request), thread_id=thread_id, data=data
+        )
+        return Response(thread_to_wire(thread))
 
     @extend_schema(
         operation_id="deleteThread",
