@@ -32,6 +32,21 @@ from core.stack.proc import free_port, stop_process
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 TEST_MODEL = "test-model"
+# The function tool the run and engine tests call (strict, one argument).
+WEATHER: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
 
 
 @dataclass

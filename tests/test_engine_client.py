@@ -26,6 +26,7 @@ from assistants.engine import (
 from assistants.engine.client import engine_request_id, sse_data
 from core.models import LanguageModel
 from core.services.models import language_models_seed_from_env
+from tests.conftest import WEATHER
 
 if TYPE_CHECKING:
     from tests.fake_engine import FakeEngine
@@ -33,20 +34,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.fake_engine"]
 
 USER: list[dict[str, Any]] = [{"role": "user", "content": "Say hello."}]
-WEATHER: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-        "strict": True,
-    },
-}
 PERSON: dict[str, Any] = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},

@@ -17,26 +17,12 @@ from openai import AssistantEventHandler
 
 from assistants.models import Message, Run, RunStep
 from core.services.models import language_model_register
-from tests.conftest import Tenant, admin_url
+from tests.conftest import WEATHER, Tenant, admin_url
 
 pytestmark = pytest.mark.live
 pytest_plugins = ["tests.fake_engine"]
 
 FAKE_MODEL = "fake-model"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-        "strict": True,
-    },
-}
 
 
 @pytest.fixture

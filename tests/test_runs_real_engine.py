@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from core.services.models import language_model_register
+from tests.conftest import WEATHER
 
 pytestmark = pytest.mark.live
 REAL_MODEL = "real-local-engine"
@@ -37,22 +38,7 @@ def real_assistant(sdk: Any, live_worker: Any, django_db_blocker: Any) -> Any:
     return sdk.beta.assistants.create(
         model=REAL_MODEL,
         instructions="You are a helpful assistant. Answer briefly.",
-        tools=[
-            {
-                "type": "function",
-                "function": {
-                    "name": "get_weather",
-                    "description": "Get the current weather for a city",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {"city": {"type": "string"}},
-                        "required": ["city"],
-                        "additionalProperties": False,
-                    },
-                    "strict": True,
-                },
-            }
-        ],
+        tools=[WEATHER],
     )
 
 

@@ -146,6 +146,10 @@ def _add_usage(total: dict[str, Any] | None, step: dict[str, Any]) -> dict[str, 
     return merged
 
 
+def _message_creation(message: Message) -> dict[str, Any]:
+    return {"type": "message_creation", "message_creation": {"message_id": message.id}}
+
+
 class _MessageWriter:
     """The assistant message of one turn and its message_creation step.
 
@@ -182,18 +186,8 @@ class _MessageWriter:
                 )
                 message.content, message.status = [], Message.Status.IN_PROGRESS
         if message is None:
-            message = Message.objects.create(
-                thread_id=run.thread_id,
-                role=Message.Role.ASSISTANT,
-                content=[],
-                status=Message.Status.IN_PROGRESS,
-                assistant_id=run.assistant_id,
-                run_id=run.id,
-            )
-        details = {
-            "type": "message_creation",
-            "message_creation": {"message_id": message.id},
-        }
+            message = self._new_message()
+        details = _message_creation(message)
         if step is None:
             step, _ = RunStep.objects.get_or_create(
                 run=run,
@@ -215,26 +209,28 @@ class _MessageWriter:
     def _create(self) -> None:
         run = self.run
         with transaction.atomic():
-            message = Message.objects.create(
-                thread_id=run.thread_id,
-                role=Message.Role.ASSISTANT,
-                content=[],
-                status=Message.Status.IN_PROGRESS,
-                assistant_id=run.assistant_id,
-                run_id=run.id,
-            )
+            message = self._new_message()
             step = RunStep.objects.create(
                 run=run,
                 key=self.key,
                 thread_id=run.thread_id,
                 assistant_id=run.assistant_id,
                 type=RunStep.Type.MESSAGE_CREATION,
-                step_details={
-                    "type": "message_creation",
-                    "message_creation": {"message_id": message.id},
-                },
+                step_details=_message_creation(message),
             )
         self._opened(step, message)
+
+    def _new_message(self) -> Message:
+        """The turn's assistant message, empty and in progress."""
+        run = self.run
+        return Message.objects.create(
+            thread_id=run.thread_id,
+            role=Message.Role.ASSISTANT,
+            content=[],
+            status=Message.Status.IN_PROGRESS,
+            assistant_id=run.assistant_id,
+            run_id=run.id,
+        )
 
     def _opened(self, step: RunStep, message: Message) -> None:
         run = self.run
