@@ -12,6 +12,7 @@ from assistants.models import (
 )
 from core.errors import NotFoundError
 from core.models import Project
+from core.selectors import get_or_404
 
 
 def assistants_of(*, project: Project) -> QuerySet[Assistant]:
@@ -19,10 +20,7 @@ def assistants_of(*, project: Project) -> QuerySet[Assistant]:
 
 
 def assistant_get(*, project: Project, assistant_id: str) -> Assistant:
-    assistant = assistants_of(project=project).filter(pk=assistant_id).first()
-    if assistant is None:
-        raise NotFoundError.for_object("assistant", assistant_id)
-    return assistant
+    return get_or_404(assistants_of(project=project), assistant_id, "assistant")
 
 
 def threads_of(*, project: Project) -> QuerySet[Thread]:
@@ -30,10 +28,7 @@ def threads_of(*, project: Project) -> QuerySet[Thread]:
 
 
 def thread_get(*, project: Project, thread_id: str) -> Thread:
-    thread = threads_of(project=project).filter(pk=thread_id).first()
-    if thread is None:
-        raise NotFoundError.for_object("thread", thread_id)
-    return thread
+    return get_or_404(threads_of(project=project), thread_id, "thread")
 
 
 def message_get(*, project: Project, thread_id: str, message_id: str) -> Message:
@@ -58,10 +53,9 @@ def runs_of(*, thread: Thread) -> QuerySet[Run]:
 
 def run_get(*, project: Project, thread_id: str, run_id: str) -> Run:
     """A run of the caller's thread; 404 for any other."""
-    run = Run.objects.filter(pk=run_id, thread_id=thread_id, project=project).first()
-    if run is None:
-        raise NotFoundError.for_object("run", run_id)
-    return run
+    return get_or_404(
+        Run.objects.filter(thread_id=thread_id, project=project), run_id, "run"
+    )
 
 
 def active_run_of(*, thread: Thread) -> Run | None:
@@ -85,14 +79,11 @@ def thread_lock_scoped(*, project: Project, thread_id: str) -> Thread:
     For writes that start from a thread id (no separate ``thread_get``): call
     inside a transaction. Raises NotFoundError for another project's thread.
     """
-    found = list(
-        Thread.objects.select_for_update(of=("self",)).filter(
-            pk=thread_id, project=project
-        )[:1]
+    thread = get_or_404(
+        Thread.objects.select_for_update(of=("self",)).filter(project=project),
+        thread_id,
+        "thread",
     )
-    if not found:
-        raise NotFoundError.for_object("thread", thread_id)
-    thread = found[0]
     thread.project = project  # the caller's: no lazy load later
     return thread
 
@@ -115,7 +106,4 @@ def run_steps_of(*, run: Run) -> QuerySet[RunStep]:
 
 
 def run_step_get(*, run: Run, step_id: str) -> RunStep:
-    step = run_steps_of(run=run).filter(pk=step_id).first()
-    if step is None:
-        raise NotFoundError.for_object("run step", step_id)
-    return step
+    return get_or_404(run_steps_of(run=run), step_id, "run step")

@@ -1,9 +1,23 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from typing import TypeVar
+
+from django.db.models import Model, QuerySet
 
 from core.errors import InvalidRequestError, NotFoundError
 from core.models import LanguageModel
+
+M = TypeVar("M", bound=Model)
+
+
+def get_or_404(queryset: QuerySet[M], object_id: str, kind: str) -> M:
+    """The object ``object_id`` of an already-scoped queryset, or
+    NotFoundError: "No <kind> found with id '<object_id>'." (OpenAI's text)."""
+    # [:1], not .first(): a primary-key lookup needs no ORDER BY.
+    found = list(queryset.filter(pk=object_id)[:1])
+    if not found:
+        raise NotFoundError.for_object(kind, object_id)
+    return found[0]
 
 
 def language_models_active() -> QuerySet[LanguageModel]:

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from core.errors import InvalidRequestError, NotFoundError
 from core.models import Project
+from core.selectors import get_or_404
 from tools.models import File, Upload, VectorStore
 
 
@@ -18,10 +19,7 @@ def files_of(*, project: Project) -> QuerySet[File]:
 
 
 def file_get(*, project: Project, file_id: str) -> File:
-    file = files_of(project=project).filter(pk=file_id).first()
-    if file is None:
-        raise NotFoundError.for_object("file", file_id)
-    return file
+    return get_or_404(files_of(project=project), file_id, "file")
 
 
 def file_content_open(*, file: File) -> DjangoFile:
@@ -56,10 +54,7 @@ def uploads_of(*, project: Project) -> QuerySet[Upload]:
 
 
 def upload_get(*, project: Project, upload_id: str) -> Upload:
-    upload = uploads_of(project=project).filter(pk=upload_id).first()
-    if upload is None:
-        raise NotFoundError.for_object("upload", upload_id)
-    return upload
+    return get_or_404(uploads_of(project=project), upload_id, "upload")
 
 
 def vector_stores_of(*, project: Project) -> QuerySet[VectorStore]:
