@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 from django.db.models import Model, QuerySet
@@ -18,6 +19,26 @@ def get_or_404(queryset: QuerySet[M], object_id: str, kind: str) -> M:
     if not found:
         raise NotFoundError.for_object(kind, object_id)
     return found[0]
+
+
+def ids_require(
+    queryset: QuerySet[M], refs: Sequence[tuple[str, str]], kind: str
+) -> None:
+    """Every ``(id, param)`` names an object of the (scoped) ``queryset``;
+    otherwise InvalidRequestError (400) naming the first stranger's ``param``.
+    One query however many references there are."""
+    if not refs:
+        return
+    found = set(
+        queryset.filter(pk__in={object_id for object_id, _ in refs}).values_list(
+            "pk", flat=True
+        )
+    )
+    for object_id, param in refs:
+        if object_id not in found:
+            raise InvalidRequestError(
+                f"No {kind} found with id '{object_id}'.", param=param
+            )
 
 
 def language_models_active() -> QuerySet[LanguageModel]:

@@ -6,9 +6,9 @@ from django.core.files import File as DjangoFile
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from core.errors import InvalidRequestError, NotFoundError
+from core.errors import NotFoundError
 from core.models import Project
-from core.selectors import get_or_404
+from core.selectors import get_or_404, ids_require
 from tools.models import File, Upload, VectorStore
 
 
@@ -39,14 +39,11 @@ def file_content_open(*, file: File) -> DjangoFile:
 
 def files_require(*, project: Project, file_ids: Sequence[str], param: str) -> None:
     """Every id names a file of ``project``; else 400 naming the first stranger."""
-    found = set(
-        files_of(project=project).filter(pk__in=file_ids).values_list("pk", flat=True)
+    ids_require(
+        files_of(project=project),
+        [(file_id, f"{param}[{i}]") for i, file_id in enumerate(file_ids)],
+        "file",
     )
-    for i, file_id in enumerate(file_ids):
-        if file_id not in found:
-            raise InvalidRequestError(
-                f"No file found with id '{file_id}'.", param=f"{param}[{i}]"
-            )
 
 
 def uploads_of(*, project: Project) -> QuerySet[Upload]:
@@ -64,13 +61,9 @@ def vector_stores_of(*, project: Project) -> QuerySet[VectorStore]:
 def vector_stores_require(
     *, project: Project, vector_store_ids: Sequence[str], param: str
 ) -> None:
-    found = set(
-        vector_stores_of(project=project)
-        .filter(pk__in=vector_store_ids)
-        .values_list("pk", flat=True)
+    """Every id names a vector store of ``project``; else 400 naming the first."""
+    ids_require(
+        vector_stores_of(project=project),
+        [(vs_id, f"{param}[{i}]") for i, vs_id in enumerate(vector_store_ids)],
+        "vector store",
     )
-    for i, vs_id in enumerate(vector_store_ids):
-        if vs_id not in found:
-            raise InvalidRequestError(
-                f"No vector store found with id '{vs_id}'.", param=f"{param}[{i}]"
-            )

@@ -11,8 +11,8 @@ from pydantic import AfterValidator, Discriminator, Field, Tag
 
 from assistants.models import Message, Thread
 from assistants.selectors import thread_lock_scoped
-from core.errors import InvalidRequestError
 from core.models import Project
+from core.selectors import ids_require
 from core.validation import Id, Input, Metadata
 from tools.code_interpreter.schema import CodeInterpreterTool
 from tools.selectors import files_of
@@ -160,24 +160,6 @@ def _file_refs(data: MessageCreateInput, *, param: str) -> list[tuple[str, str]]
     return refs
 
 
-def _files_require_at(*, project: Project, refs: Sequence[tuple[str, str]]) -> None:
-    # tools.selectors.files_require names `{param}[i]`; a message's file ids
-    # sit at different depths (`attachments[0].file_id`), so each id carries
-    # its own path. One query for all of them, even for a 100-message thread.
-    if not refs:
-        return
-    found = set(
-        files_of(project=project)
-        .filter(pk__in={fid for fid, _ in refs})
-        .values_list("pk", flat=True)
-    )
-    for file_id, param in refs:
-        if file_id not in found:
-            raise InvalidRequestError(
-                f"No file found with id '{file_id}'.", param=param
-            )
-
-
 def content_to_wire(content: str | list[Any]) -> list[dict[str, Any]]:
     """Request content → stored content parts (the wire shape)."""
     if isinstance(content, str):
@@ -241,7 +223,9 @@ def messages_build(
     refs: list[tuple[str, str]] = []
     for i, data in enumerate(inputs):
         refs.extend(_file_refs(data, param=f"{param}[{i}]" if param else ""))
-    _files_require_at(project=project, refs=refs)
+    # A message's file ids sit at different depths (attachments[0].file_id),
+    # so each carries its own path; one query for all of them.
+    ids_require(files_of(project=project), refs, "file")
     messages = []
     for data in inputs:
         message = Message(
