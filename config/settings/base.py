@@ -67,12 +67,14 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
     }
 }
-# Under ASGI, Django runs each request's sync code in a thread of its own, so
-# a persistent connection is never reused and every request would pay for a
-# new PostgreSQL backend (~8 ms of server CPU measured here). The ASGI entry
-# point (config/asgi.py) sets AGENTS_ASGI=1 and the web process uses psycopg's
-# pool instead. Celery workers keep persistent connections: a pool must not be
-# inherited across the prefork pool's forks.
+# The web process (config/asgi.py sets AGENTS_ASGI=1) uses psycopg's pool:
+# it bounds the connections a process holds however many requests and
+# Server-Sent Event streams are in flight, where a persistent connection per
+# request thread would grow with them. (Django's own ASGI handler made every
+# request a new PostgreSQL backend, ~8 ms of server CPU here; our handler in
+# core/asgi_handler.py reuses request threads, and the pool still applies.)
+# Celery workers keep persistent connections: a pool must not be inherited
+# across the prefork pool's forks.
 if env.bool("AGENTS_ASGI", default=False) and env.bool("DB_POOL", default=True):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
