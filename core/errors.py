@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -156,7 +156,3 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if wait is not None:
         headers["Retry-After"] = str(int(wait) + 1)
     return Response(err.body(), status=err.status_code, headers=headers)
-
-
-def json_error_response(err: ApplicationError) -> JsonResponse:
-    return JsonResponse(err.body(), status=err.status_code)

@@ -30,12 +30,3 @@ ERRORS = {
     404: ErrorResponse,
     413: ErrorResponse,
 }
-
-
-def list_page_fields() -> dict[str, object]:
-    return {
-        "object": (Literal["list"], ...),
-        "first_id": (str | None, ...),
-        "last_id": (str | None, ...),
-        "has_more": (bool, ...),
-    }

@@ -76,7 +76,3 @@ def tool_resources_resolve(
         )
         out["file_search"] = {"vector_store_ids": vs_ids}
     return out
-
-
-def tool_resources_to_wire(stored: dict[str, Any] | None) -> dict[str, Any]:
-    return dict(stored or {})

@@ -9,7 +9,6 @@ run once their transaction has committed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from django.db import IntegrityError, transaction
@@ -40,9 +39,6 @@ from core.selectors import language_model_require
 from core.validation import Id, Input, Metadata
 from tools.registry import ToolsInput, tools_to_wire
 from tools.resources import ToolResourcesInput
-
-# How long a run waits in requires_action for the client's tool outputs.
-REQUIRES_ACTION_TTL = timedelta(minutes=10)
 
 
 class TruncationStrategyInput(Input):
