@@ -233,6 +233,11 @@ class RunStep(PublicObject):
     last_error = models.JSONField(null=True, blank=True)
     usage = models.JSONField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Server-side tool calls' private results, by call id: the model's
+    # arguments, what the model read back, citable sources and output files
+    # (tools/runtime.py). Never on the wire; the prompt and the answer's
+    # annotations are built from it.
+    tool_state = models.JSONField(default=dict, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -104,8 +104,9 @@ class ToolOutcome:
 
 class ServerTool(Protocol):
     type: ClassVar[str]
-    # The argument whose string value streams into the step as the model
-    # writes it (``input`` of code_interpreter), or None.
+    # The model's argument whose string value streams into the call's
+    # ``input`` as the model writes it (code_interpreter's code), or None.
+    # The executor also sets ``input`` to its final value before invoke().
     streamed_argument: ClassVar[str | None]
 
     def engine_function(self, tool: dict[str, Any]) -> dict[str, Any]:

@@ -40,9 +40,20 @@ from assistants.api.v1.serializers import (
 from assistants.engine import ChatRequest, EngineError, ToolCallDelta, chat_stream
 from assistants.models import Message, Run, RunStatus, RunStep
 from assistants.runs import events
+from assistants.runs.annotations import MarkerFilter, annotate
 from assistants.runs.prompt import build_messages, call_as_made
 from assistants.runs.state import transition
-from core.ids import new_tool_call_id
+from assistants.runs.tool_calls import (
+    MAX_TOOL_TURNS,
+    EngineTools,
+    InputStream,
+    ToolResults,
+    engine_tools,
+    execute_server_calls,
+    publish_step_opened,
+    run_tool_results,
+    write_tool_step,
+)
 from core.models import LanguageModel
 
 logger = logging.getLogger(__name__)
@@ -154,15 +165,18 @@ class _MessageWriter:
     """The assistant message of one turn and its message_creation step.
 
     Created lazily at the first token; found again (not duplicated) when the
-    turn is executed a second time.
+    turn is executed a second time. Citation markers of server tools' sources
+    are filtered out of the streamed text and become annotations at close.
     """
 
-    def __init__(self, run: Run, turn: int) -> None:
+    def __init__(self, run: Run, turn: int, results: ToolResults | None = None) -> None:
         self.run = run
         self.turn = turn
         self.key = f"{turn}:message"
         self.step: RunStep | None = None
         self.message: Message | None = None
+        self.results = results or ToolResults()
+        self.filter = MarkerFilter(self.results.sources)
         self.text = ""  # what the client has been sent so far
 
     def open(self) -> None:
@@ -235,6 +249,7 @@ class _MessageWriter:
     def _opened(self, step: RunStep, message: Message) -> None:
         run = self.run
         self.step, self.message, self.text = step, message, ""
+        self.filter = MarkerFilter(self.results.sources)
         events.publish_many(
             run.id,
             [
@@ -245,8 +260,13 @@ class _MessageWriter:
             ],
         )
 
-    def delta(self, text: str) -> None:
+    def delta(self, raw: str) -> None:
+        self._send(self.filter.feed(raw))
+
+    def _send(self, text: str) -> None:
         assert self.message is not None
+        if not text:
+            return
         self.text += text
         events.publish(
             self.run.id,
@@ -268,16 +288,26 @@ class _MessageWriter:
 
     def close(
         self,
-        text: str,
+        raw: str,
         *,
         usage: dict[str, Any],
         incomplete: dict[str, Any] | None = None,
         step_status: str = RunStep.Status.COMPLETED,
     ) -> None:
+        """End the message with ``raw`` (the model's text, markers and all)."""
         assert self.message is not None and self.step is not None
+        self._send(self.filter.flush())
         now = timezone.now()
         message, step = self.message, self.step
-        message.content = [{"type": "text", "text": {"value": text, "annotations": []}}]
+        text, annotations = annotate(
+            raw, sources=self.results.sources, files=self.results.files
+        )
+        message.content = [
+            {"type": "text", "text": {"value": text, "annotations": annotations}}
+        ] + [
+            {"type": "image_file", "image_file": {"file_id": file_id, "detail": "auto"}}
+            for file_id in self.results.images
+        ]
         if incomplete:
             message.status = Message.Status.INCOMPLETE
             message.incomplete_at = now
@@ -323,18 +353,26 @@ class _MessageWriter:
         )
 
 
-def _function_tools(run: Run) -> list[dict[str, Any]]:
-    # file_search and code_interpreter run on our side (retrieval and
-    # code-interpreter issues); until then only function tools reach the model.
-    return [t for t in run.tools or [] if t.get("type") == "function"]
-
-
-def _engine_tool_choice(run: Run, tools: list[dict[str, Any]]) -> Any:
-    choice = run.tool_choice if run.tool_choice is not None else "auto"
-    if not tools or choice == "none":
+def _wanted_tool(run: Run) -> str | None:
+    """The function name a named ``tool_choice`` forces, if any
+    (``{"type": "file_search"}`` names the server tool's function)."""
+    choice = run.tool_choice
+    if not isinstance(choice, dict):
         return None
-    if isinstance(choice, dict) and choice.get("type") != "function":
-        return "auto"
+    if choice.get("type") == "function":
+        return str(choice["function"]["name"])
+    return str(choice.get("type"))
+
+
+def _engine_tool_choice(run: Run, engine: EngineTools) -> Any:
+    choice = run.tool_choice if run.tool_choice is not None else "auto"
+    if not engine.functions or choice == "none":
+        return None
+    wanted = _wanted_tool(run)
+    if wanted is not None:
+        if engine.definition(wanted) is None:
+            return "auto"
+        return {"type": "function", "function": {"name": wanted}}
     return choice
 
 
@@ -403,14 +441,14 @@ def _json_problem(text: str, run: Run) -> str | None:
 
 
 def _calls_problem(
-    calls: list[dict[str, str]], run: Run, tools: list[dict[str, Any]]
+    calls: list[dict[str, str]], run: Run, engine: EngineTools
 ) -> str | None:
-    by_name = {t["function"]["name"]: t["function"] for t in tools}
+    by_name = {t["function"]["name"]: t["function"] for t in engine.functions}
     choice = run.tool_choice
     if choice == "required" and not calls:
         return "the model did not call a tool although tool_choice is 'required'"
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        wanted = choice["function"]["name"]
+    wanted = _wanted_tool(run)
+    if wanted is not None and wanted in by_name:
         if not calls:
             return f"the model did not call '{wanted}' as tool_choice requires"
         if any(c["name"] != wanted for c in calls):
@@ -441,6 +479,7 @@ def _stream_once(
     *,
     live_text: bool,
     watch: _CancelWatch,
+    inputs: InputStream,
 ) -> _Outcome:
     out = _Outcome()
     for chunk in chat_stream(request, should_stop=watch):
@@ -451,6 +490,7 @@ def _stream_once(
                 writer.delta(chunk.content)
         for delta in chunk.tool_calls:
             out.add_call_delta(delta)
+            inputs.update(delta.index, out.calls[delta.index])
         if chunk.finish_reason:
             out.finish_reason = chunk.finish_reason
         if chunk.usage is not None:
@@ -488,8 +528,10 @@ def run_execute(run_id: str) -> None:
     heartbeat.start()
     writer: _MessageWriter | None = None
     try:
-        writer = _MessageWriter(run, _turn_of(run))
-        _execute(run, writer)
+        turn = _turn_of(run)
+        writer = _MessageWriter(run, turn, run_tool_results(run) if turn else None)
+        while writer is not None:
+            writer = _execute(run, writer)
     except RunCancelled:
         _finish_cancel(run, writer)
     except EngineError as exc:
@@ -528,7 +570,9 @@ def _model(model_id: str) -> LanguageModel | None:
     return model
 
 
-def _execute(run: Run, writer: _MessageWriter) -> None:
+def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
+    """One engine call and what follows from it. Returns the writer of the
+    next turn when server-side tools ran and the model must go on."""
     model = _model(run.model)
     if model is None:
         raise EngineError(
@@ -540,7 +584,7 @@ def _execute(run: Run, writer: _MessageWriter) -> None:
         and used.get("completion_tokens", 0) >= run.max_completion_tokens
     ):
         _end_incomplete(run, "max_completion_tokens", usage=used)
-        return
+        return None
     prompt_budget = None
     if run.max_prompt_tokens:
         prompt_budget = run.max_prompt_tokens - int(used.get("prompt_tokens", 0))
@@ -554,9 +598,10 @@ def _execute(run: Run, writer: _MessageWriter) -> None:
     )
     if messages is None:
         _end_incomplete(run, "max_prompt_tokens", usage=used)
-        return
-    tools = _function_tools(run)
-    tool_choice = _engine_tool_choice(run, tools)
+        return None
+    engine = engine_tools(run)
+    tools = engine.functions
+    tool_choice = _engine_tool_choice(run, engine)
     response_format = _engine_response_format(run)
     max_tokens = None
     if run.max_completion_tokens:
@@ -581,8 +626,11 @@ def _execute(run: Run, writer: _MessageWriter) -> None:
     step_usage = _usage_dict(0, 0, None)
     problem: str | None = "no attempt"
     outcome = _Outcome()
+    inputs = InputStream(run, writer.turn, engine)
     for _attempt in range(MAX_JSON_ATTEMPTS):
-        outcome = _stream_once(request, writer, live_text=live_text, watch=watch)
+        outcome = _stream_once(
+            request, writer, live_text=live_text, watch=watch, inputs=inputs
+        )
         step_usage = _add_usage(
             step_usage,
             _usage_dict(
@@ -596,7 +644,7 @@ def _execute(run: Run, writer: _MessageWriter) -> None:
             calls = calls[:1]  # enforced here: some engines ignore the flag
         outcome.calls = dict(enumerate(calls))
         if calls or tool_choice in ("required",) or isinstance(tool_choice, dict):
-            problem = _calls_problem(calls, run, tools)
+            problem = _calls_problem(calls, run, engine)
         else:
             problem = None
         if problem is None and not calls:
@@ -620,13 +668,29 @@ def _execute(run: Run, writer: _MessageWriter) -> None:
             if not live_text:
                 writer.delta(outcome.text)
             writer.close(outcome.text, usage=_usage_dict(0, 0, None))
-        _require_action(
+        calls = [outcome.calls[i] for i in sorted(outcome.calls)]
+        step = write_tool_step(
             run,
-            [outcome.calls[i] for i in sorted(outcome.calls)],
-            usage=total_usage,
+            turn=writer.turn,
+            calls=calls,
+            engine=engine,
             step_usage=step_usage,
+            step=inputs.step,
         )
-        return
+        if inputs.step is None:
+            publish_step_opened(run, step)
+        if any(c["name"] in engine.server for c in calls):
+            return _after_server_calls(
+                run,
+                writer,
+                step,
+                calls=calls,
+                engine=engine,
+                watch=watch,
+                usage=total_usage,
+            )
+        _require_action(run, step, usage=total_usage)
+        return None
     writer.open()
     if not live_text:
         writer.delta(outcome.text)
@@ -636,14 +700,14 @@ def _execute(run: Run, writer: _MessageWriter) -> None:
             outcome.text, usage=step_usage, incomplete={"reason": "max_tokens"}
         )
         _end_incomplete(run, "max_completion_tokens", usage=total_usage)
-        return
+        return None
     writer.close(outcome.text, usage=step_usage)
     over_prompt = (
         run.max_prompt_tokens and total_usage["prompt_tokens"] > run.max_prompt_tokens
     )
     if over_prompt:
         _end_incomplete(run, "max_prompt_tokens", usage=total_usage)
-        return
+        return None
     now = timezone.now()
     if transition(
         run.id,
@@ -658,80 +722,76 @@ def _execute(run: Run, writer: _MessageWriter) -> None:
         events.publish(run.id, "thread.run.completed", run_to_wire(run))
     else:
         _finish_cancel(run, None)
+    return None
 
 
-def _require_action(
+def _after_server_calls(
     run: Run,
-    calls: list[dict[str, str]],
+    writer: _MessageWriter,
+    step: RunStep,
     *,
+    calls: list[dict[str, str]],
+    engine: EngineTools,
+    watch: _CancelWatch,
     usage: dict[str, Any],
-    step_usage: dict[str, Any],
-) -> None:
-    turn = _turn_of(run)
-    key = f"{turn}:tools"
-    existing = RunStep.objects.filter(run=run, key=key).first()
-    old_ids = [
-        c["id"]
-        for c in (existing.step_details.get("tool_calls", []) if existing else [])
-    ]
-    tool_calls: list[dict[str, Any]] = []
-    for i, call in enumerate(calls):
-        # Our own ids (engines' are long or reused); stable across a re-run.
-        call_id = old_ids[i] if i < len(old_ids) else new_tool_call_id()
-        tool_calls.append(
-            {
-                "id": call_id,
-                "type": "function",
-                "function": {
-                    "name": call["name"],
-                    "arguments": call["arguments"] or "{}",
-                    "output": None,
-                },
-            }
+) -> _MessageWriter | None:
+    """Run the turn's server calls; then wait for the client's function
+    outputs if the model also called functions, else go on to the next
+    turn with the results."""
+    results = writer.results
+    execute_server_calls(
+        run, step, calls=calls, engine=engine, results=results, should_stop=watch
+    )
+    if watch():
+        raise RunCancelled
+    if any(c["name"] not in engine.server for c in calls):
+        _require_action(run, step, usage=usage)
+        return None
+    now = timezone.now()
+    RunStep.objects.filter(pk=step.pk).update(
+        status=RunStep.Status.COMPLETED, completed_at=now
+    )
+    step.status, step.completed_at = RunStep.Status.COMPLETED, now
+    events.publish(run.id, "thread.run.step.completed", run_step_to_wire(step))
+    Run.objects.filter(pk=run.id).update(usage=usage)
+    run.usage = usage
+    if writer.turn + 1 >= MAX_TOOL_TURNS:
+        raise EngineError(
+            f"The model called tools {MAX_TOOL_TURNS} times in a row without "
+            f"answering.",
+            transient=False,
         )
-    details = {"type": "tool_calls", "tool_calls": tool_calls}
-    if existing is None:
-        step, _ = RunStep.objects.get_or_create(
-            run=run,
-            key=key,
-            defaults={
-                "thread_id": run.thread_id,
-                "assistant_id": run.assistant_id,
-                "type": RunStep.Type.TOOL_CALLS,
-                "step_details": details,
-                "usage": step_usage,
-            },
-        )
-    else:
-        RunStep.objects.filter(pk=existing.pk).update(
-            step_details=details, usage=step_usage, status=RunStep.Status.IN_PROGRESS
-        )
-        step = RunStep.objects.get(pk=existing.pk)
-    events.publish_many(
+    return _MessageWriter(run, writer.turn + 1, results)
+
+
+def _require_action(run: Run, step: RunStep, *, usage: dict[str, Any]) -> None:
+    """Hand the step's client function calls to the client."""
+    tool_calls = step.step_details["tool_calls"]
+    events.publish(
         run.id,
-        [
-            ("thread.run.step.created", run_step_to_wire(step)),
-            ("thread.run.step.in_progress", run_step_to_wire(step)),
-            (
-                "thread.run.step.delta",
-                {
-                    "id": step.id,
-                    "object": "thread.run.step.delta",
-                    "delta": {
-                        "step_details": {
-                            "type": "tool_calls",
-                            "tool_calls": [
-                                {"index": i, **c} for i, c in enumerate(tool_calls)
-                            ],
-                        }
-                    },
-                },
-            ),
-        ],
+        "thread.run.step.delta",
+        {
+            "id": step.id,
+            "object": "thread.run.step.delta",
+            "delta": {
+                "step_details": {
+                    "type": "tool_calls",
+                    "tool_calls": [
+                        {"index": i, **c}
+                        for i, c in enumerate(tool_calls)
+                        if c["type"] == "function"
+                    ],
+                }
+            },
+        },
     )
     required = {
         "type": "submit_tool_outputs",
-        "submit_tool_outputs": {"tool_calls": [call_as_made(c) for c in tool_calls]},
+        "submit_tool_outputs": {
+            "tool_calls": [
+                call_as_made(c) for c in tool_calls if c["type"] == "function"
+            ]
+        },
     }
     if transition(
         run.id,

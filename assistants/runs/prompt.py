@@ -50,6 +50,39 @@ def call_as_made(call: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def tool_exchange(step: RunStep) -> list[dict[str, Any]]:
+    """A completed tool_calls step as the engine saw it: the assistant's
+    calls, then one ``tool`` message per call with what came back.
+
+    A server-side call (file_search, code_interpreter) is replayed as the
+    function the model called, with the output it read (kept in
+    ``tool_state``); a call with no stored result is left out.
+    """
+    state = step.tool_state or {}
+    made: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
+    for c in step.step_details.get("tool_calls", []):
+        if c.get("type") == "function":
+            made.append(call_as_made(c))
+            output = c["function"].get("output") or ""
+        elif c.get("id") in state:
+            done = state[c["id"]]
+            made.append(
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": done["name"], "arguments": done["arguments"]},
+                }
+            )
+            output = done.get("model_output") or ""
+        else:
+            continue
+        outputs.append({"role": "tool", "tool_call_id": c["id"], "content": output})
+    if not made:
+        return []
+    return [{"role": "assistant", "content": None, "tool_calls": made}, *outputs]
+
+
 def build_messages(
     run: Run, *, vision: bool = False, tool_steps: bool = True
 ) -> list[dict[str, Any]]:
@@ -84,29 +117,9 @@ def build_messages(
             (m.seq, {"role": m.role, "content": _text_of(m.content, vision=vision)})
         )
     for step in steps:
-        calls = [
-            c
-            for c in step.step_details.get("tool_calls", [])
-            if c.get("type") == "function"
-        ]
-        if not calls:
-            continue
-        exchange: list[dict[str, Any]] = [
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [call_as_made(c) for c in calls],
-            }
-        ]
-        for c in calls:
-            exchange.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": c["id"],
-                    "content": c["function"].get("output") or "",
-                }
-            )
-        items.append((step.seq, exchange))
+        exchange = tool_exchange(step)
+        if exchange:
+            items.append((step.seq, exchange))
     items.sort(key=lambda item: item[0])
     messages: list[dict[str, Any]] = []
     if run.instructions:
