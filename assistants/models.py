@@ -4,9 +4,13 @@ runs issue."""
 from __future__ import annotations
 
 from django.db import models
+from pgvector.django import HnswIndex, VectorField
 
 from core import ids
 from core.models import Project, PublicObject
+
+# all-MiniLM-L6-v2's size, as the retrieval chunks' column (tools.models).
+EMBEDDING_COLUMN_DIMENSIONS = 384
 
 
 def default_response_format() -> str:
@@ -50,6 +54,11 @@ class Thread(PublicObject):
     )
     metadata = models.JSONField(default=dict, blank=True)
     tool_resources = models.JSONField(default=dict, blank=True)
+    # Messages up to this seq reach the model only through the thread's
+    # summaries (assistants/runs/context.py). It moves forward, a whole
+    # summary block at a time, only when the recent messages no longer fit:
+    # between moves every prompt extends the previous one byte for byte.
+    context_boundary_seq = models.BigIntegerField(default=0)
 
     class Meta:
         indexes = [models.Index(fields=["project", "seq"], name="thread_project_seq")]
@@ -88,6 +97,10 @@ class Message(PublicObject):
     assistant_id = models.CharField(max_length=64, null=True, blank=True)
     run_id = models.CharField(max_length=64, null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # The message's size in the prompt, counted once with the tokenizer of
+    # ``token_model`` (content never changes after a message is complete).
+    token_count = models.PositiveIntegerField(null=True, blank=True)
+    token_model = models.CharField(max_length=256, blank=True, default="")
 
     class Meta:
         indexes = [
@@ -251,3 +264,65 @@ class RunStep(PublicObject):
 
     def __str__(self) -> str:
         return self.id
+
+
+class ThreadSummary(models.Model):
+    """A summary of the thread's messages with ``from_seq < seq <= until_seq``.
+
+    Kept apart from the thread's messages (never listed by the API). Blocks
+    tile the thread's history from its start; a block's text never changes.
+    When a thread's blocks grow too many, the oldest are merged into one of a
+    higher ``level`` that replaces them (in one transaction).
+    """
+
+    thread = models.ForeignKey(
+        Thread, on_delete=models.CASCADE, related_name="summaries"
+    )
+    from_seq = models.BigIntegerField()
+    until_seq = models.BigIntegerField()
+    level = models.PositiveSmallIntegerField(default=1)
+    message_count = models.PositiveIntegerField()
+    text = models.TextField()
+    token_count = models.PositiveIntegerField()
+    model = models.CharField(max_length=256)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "thread summaries"
+        indexes = [
+            models.Index(fields=["thread", "from_seq"], name="summary_thread_from")
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["thread", "from_seq"], name="summary_block_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.thread_id} ({self.from_seq}, {self.until_seq}]"
+
+
+class MessageEmbedding(models.Model):
+    """A summarised message's embedding, for recall (context.py)."""
+
+    message = models.OneToOneField(
+        Message, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    thread_id = models.CharField(max_length=64)
+    seq = models.BigIntegerField()
+    embedding = VectorField(dimensions=EMBEDDING_COLUMN_DIMENSIONS)
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                name="msg_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            models.Index(fields=["thread_id", "seq"], name="msg_embedding_thread_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.message_id)

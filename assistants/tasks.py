@@ -15,7 +15,9 @@ from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import connection
 
+from assistants.engine import EngineError
 from assistants.runs.executor import run_execute
+from assistants.runs.memory import thread_summarize
 from assistants.runs.reaper import runs_reap
 from tools.services.file import files_expire_due
 from tools.services.upload import uploads_expire_due
@@ -35,6 +37,22 @@ logger = logging.getLogger(__name__)
 )
 def run_execute_task(run_id: str) -> None:
     run_execute(run_id)
+
+
+@shared_task(
+    name="threads.summarize",
+    queue="celery",
+    ignore_result=True,
+    # Summaries are an optimisation: a failure is logged, never retried in a
+    # loop, and the next due run asks again.
+    soft_time_limit=600,
+    time_limit=660,
+)
+def thread_summarize_task(thread_id: str, model_id: str, budget: int) -> None:
+    try:
+        thread_summarize(thread_id=thread_id, model_id=model_id, budget=budget)
+    except EngineError as exc:
+        logger.warning("summarizing thread %s failed: %s", thread_id, exc.message)
 
 
 @shared_task(name="runs.reap", queue="runs", ignore_result=True, time_limit=120)

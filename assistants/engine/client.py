@@ -39,6 +39,7 @@ rest of the platform and are not read here.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import socket
@@ -86,6 +87,9 @@ class ChatRequest:
     top_p: float | None = None
     seed: int | None = None
     request_id: str = ""
+    # Requests with one route key go to one replica while it is up (the
+    # thread's id: its prompt prefix is then in that replica's cache).
+    route_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,9 +184,12 @@ def chat_stream(
     Closing the generator early (``close()``, leaving a ``with closing``
     block) aborts the request the same way.
 
-    Replicas: calls rotate over ``model.base_urls`` (a process-local round
-    robin); a replica that refuses the connection or drops it before
-    answering is skipped for the next one. Once the engine has answered,
+    Replicas: a request with a ``route_key`` goes to the replica that
+    rendezvous hashing picks for that key (the same in every process, and
+    only keys of a removed replica move when the list changes); others
+    rotate over ``model.base_urls`` (a process-local round robin). A replica
+    that refuses the connection or drops it before answering is skipped for
+    the next one in that order. Once the engine has answered,
     errors are raised, never retried here.
 
     Raises ``EngineError`` (see its ``transient`` flag). The HTTP exchange
@@ -356,8 +363,24 @@ _turn_lock = threading.Lock()
 _turns: dict[str, int] = {}
 
 
-def replica_order(model_id: str, base_urls: list[str]) -> list[str]:
-    """``base_urls`` rotated by this process's round-robin turn for the model."""
+def replica_order(
+    model_id: str, base_urls: list[str], route_key: str = ""
+) -> list[str]:
+    """The replicas to try, in order.
+
+    With a ``route_key``: highest-random-weight (rendezvous) order, a pure
+    function of the key and the URLs, so every worker sends a thread to the
+    same replica and falls over to the same second choice. Without: this
+    process's round-robin turn for the model.
+    """
+    if route_key and len(base_urls) > 1:
+        return sorted(
+            base_urls,
+            key=lambda url: hashlib.blake2b(
+                f"{route_key}\n{url}".encode(), digest_size=8
+            ).digest(),
+            reverse=True,
+        )
     with _turn_lock:
         turn = _turns.get(model_id, 0)
         _turns[model_id] = turn + 1
@@ -436,7 +459,7 @@ class _Call:
             headers["X-Request-Id"] = engine_request_id(request.request_id)
         return cls(
             model_name=model.id,
-            urls=replica_order(model.id, urls),
+            urls=replica_order(model.id, urls, request.route_key),
             body=orjson.dumps(build_body(request, caps, stream=stream)),
             headers=headers,
             timeout=httpx.Timeout(

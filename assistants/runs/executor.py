@@ -39,9 +39,9 @@ from assistants.api.v1.serializers import (
 )
 from assistants.engine import ChatRequest, EngineError, ToolCallDelta, chat_stream
 from assistants.models import Message, Run, RunStatus, RunStep
-from assistants.runs import events
+from assistants.runs import context, events, memory, tokens
 from assistants.runs.annotations import MarkerFilter, annotate
-from assistants.runs.prompt import build_messages, call_as_made
+from assistants.runs.prompt import call_as_made
 from assistants.runs.state import transition
 from assistants.runs.tool_calls import (
     MAX_TOOL_TURNS,
@@ -124,6 +124,7 @@ class _Outcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int | None = None
+    reported: bool = False  # usage came from the engine, not our estimate
 
     def add_call_delta(self, delta: ToolCallDelta) -> None:
         call = self.calls.setdefault(delta.index, {"name": "", "arguments": ""})
@@ -178,6 +179,8 @@ class _MessageWriter:
         self.results = results or ToolResults()
         self.filter = MarkerFilter(self.results.sources)
         self.text = ""  # what the client has been sent so far
+        # How the prompt was made (context.Context.step_metadata).
+        self.step_metadata: dict[str, str] = {}
 
     def open(self) -> None:
         if self.message is not None:
@@ -211,6 +214,7 @@ class _MessageWriter:
                     "assistant_id": run.assistant_id,
                     "type": RunStep.Type.MESSAGE_CREATION,
                     "step_details": details,
+                    "metadata": self.step_metadata,
                 },
             )
         else:
@@ -231,6 +235,7 @@ class _MessageWriter:
                 assistant_id=run.assistant_id,
                 type=RunStep.Type.MESSAGE_CREATION,
                 step_details=_message_creation(message),
+                metadata=self.step_metadata,
             )
         self._opened(step, message)
 
@@ -393,30 +398,13 @@ def _engine_response_format(run: Run) -> dict[str, Any] | None:
     }
 
 
-def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    # ~4 characters a token plus per-message overhead: only a guard for
-    # max_prompt_tokens until the infinite-threads issue counts with the
-    # model's own tokenizer.
+def _estimate_tokens(messages: list[dict[str, Any]], model_id: str) -> int:
+    """A prompt's size by the calibrated estimate (engines that report no
+    usage on a stream)."""
     chars = sum(len(json.dumps(m.get("content") or "")) for m in messages)
-    return chars // 4 + 4 * len(messages)
-
-
-def _fit_prompt(
-    messages: list[dict[str, Any]], budget: int | None
-) -> list[dict[str, Any]] | None:
-    """Drop the oldest history until the estimate fits; None if nothing does."""
-    if budget is None or _estimate_tokens(messages) <= budget:
-        return messages
-    head = messages[:1] if messages and messages[0]["role"] == "system" else []
-    body = messages[len(head) :]
-    while body and _estimate_tokens(head + body) > budget:
-        body = body[1:]
-        # Never separate a tool call from its outputs.
-        while body and body[0]["role"] == "tool":
-            body = body[1:]
-    if not body:
-        return None
-    return head + body
+    return tokens.estimate("x" * chars, model_id) + tokens.MESSAGE_OVERHEAD * len(
+        messages
+    )
 
 
 def _json_problem(text: str, run: Run) -> str | None:
@@ -502,9 +490,11 @@ def _stream_once(
     if not out.prompt_tokens and not out.completion_tokens:
         # Some engines (llama-cpp-python) never report usage on a stream:
         # estimate rather than report a run that cost nothing.
-        out.prompt_tokens = _estimate_tokens(request.messages)
+        out.prompt_tokens = _estimate_tokens(request.messages, request.model.id)
         produced = out.text + "".join(c["arguments"] for c in out.calls.values())
         out.completion_tokens = max(1, len(produced) // 4) if produced else 0
+    else:
+        out.reported = True
     return out
 
 
@@ -585,22 +575,22 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
     ):
         _end_incomplete(run, "max_completion_tokens", usage=used)
         return None
-    prompt_budget = None
-    if run.max_prompt_tokens:
-        prompt_budget = run.max_prompt_tokens - int(used.get("prompt_tokens", 0))
-    messages = _fit_prompt(
-        build_messages(
-            run,
-            vision=bool(model.capability("vision")),
-            tool_steps=writer.turn > 0,
-        ),
-        prompt_budget,
-    )
-    if messages is None:
-        _end_incomplete(run, "max_prompt_tokens", usage=used)
-        return None
     engine = engine_tools(run)
     tools = engine.functions
+    window = context.assemble(
+        run,
+        model,
+        tools=tools,
+        used_prompt_tokens=int(used.get("prompt_tokens", 0)),
+        vision=bool(model.capability("vision")),
+        tool_steps=writer.turn > 0,
+    )
+    if window is None:
+        _end_incomplete(run, "max_prompt_tokens", usage=used)
+        return None
+    writer.step_metadata = window.step_metadata()
+    messages = window.messages
+    memory.summarize_if_due(run, model, window)
     tool_choice = _engine_tool_choice(run, engine)
     response_format = _engine_response_format(run)
     max_tokens = None
@@ -618,6 +608,7 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
         top_p=run.top_p,
         seed=run.seed,
         request_id=run.request_id,
+        route_key=run.thread_id,
     )
     watch = _CancelWatch(run.id)
     # JSON answers are held back until validated, then sent as one delta:
@@ -631,6 +622,14 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
         outcome = _stream_once(
             request, writer, live_text=live_text, watch=watch, inputs=inputs
         )
+        if outcome.reported and not model.capability("tokenize", None):
+            chars = sum(len(json.dumps(m.get("content") or "")) for m in messages)
+            tokens.calibrate(
+                model.id,
+                estimated_chars=chars + (len(json.dumps(tools)) if tools else 0),
+                reported_tokens=outcome.prompt_tokens
+                - tokens.MESSAGE_OVERHEAD * len(messages),
+            )
         step_usage = _add_usage(
             step_usage,
             _usage_dict(

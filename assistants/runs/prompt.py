@@ -1,17 +1,11 @@
-"""Build the chat messages an engine sees for one step of a run.
-
-Bounded: reads at most HISTORY_LIMIT of the thread's newest messages through
-the (thread, seq) index, never the whole thread. The infinite-threads issue
-replaces this window with token budgets, summaries and recall.
-"""
+"""How stored messages and tool exchanges look to an engine. What of the
+thread goes into a prompt is context.py's choice."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from assistants.models import Message, Run, RunStep
-
-HISTORY_LIMIT = 200
+from assistants.models import Message, RunStep
 
 
 def _text_of(content: list[dict[str, Any]], *, vision: bool) -> str | list[Any]:
@@ -83,50 +77,7 @@ def tool_exchange(step: RunStep) -> list[dict[str, Any]]:
     return [{"role": "assistant", "content": None, "tool_calls": made}, *outputs]
 
 
-def build_messages(
-    run: Run, *, vision: bool = False, tool_steps: bool = True
-) -> list[dict[str, Any]]:
-    """System instructions, the thread's recent history and this run's tool
-    exchanges, merged in creation order (messages and steps share one
-    sequence, so ``seq`` orders them exactly)."""
-    strategy = run.truncation_strategy or {}
-    limit = HISTORY_LIMIT
-    if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
-        limit = min(limit, int(strategy["last_messages"]))
-    history = list(
-        Message.objects.filter(thread_id=run.thread_id)
-        .exclude(status=Message.Status.IN_PROGRESS)
-        .order_by("-seq")
-        .only("seq", "role", "content")[:limit]
-    )
-    history.reverse()
-    # ``tool_steps=False`` when the caller knows there are none (a run's
-    # first turn): one query fewer on every plain answer.
-    steps = (
-        list(
-            RunStep.objects.filter(
-                run=run, type=RunStep.Type.TOOL_CALLS, status=RunStep.Status.COMPLETED
-            ).order_by("seq")
-        )
-        if tool_steps
-        else []
-    )
-    items: list[tuple[int, dict[str, Any] | list[dict[str, Any]]]] = []
-    for m in history:
-        items.append(
-            (m.seq, {"role": m.role, "content": _text_of(m.content, vision=vision)})
-        )
-    for step in steps:
-        exchange = tool_exchange(step)
-        if exchange:
-            items.append((step.seq, exchange))
-    items.sort(key=lambda item: item[0])
-    messages: list[dict[str, Any]] = []
-    if run.instructions:
-        messages.append({"role": "system", "content": run.instructions})
-    for _seq, item in items:
-        if isinstance(item, list):
-            messages.extend(item)
-        else:
-            messages.append(item)
-    return messages
+def render_message(message: Message, *, vision: bool = False) -> dict[str, Any]:
+    """A thread message as a chat message (deterministic: the same stored
+    message always renders the same bytes)."""
+    return {"role": message.role, "content": _text_of(message.content, vision=vision)}

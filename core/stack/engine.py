@@ -38,9 +38,11 @@ START_TIMEOUT = 120.0
 # The registry capabilities of this engine (see assistants.engine.client):
 # llama-cpp-python cannot stream while tools may be chosen automatically,
 # takes a JSON schema as {"type": "json_object", "schema": ...}, refuses
-# tool_choice="required" (500), and ignores parallel_tool_calls.
+# tool_choice="required" (500), and ignores parallel_tool_calls. Its
+# /extras/tokenize counts prompt tokens with the model's own tokenizer.
 CAPABILITIES: dict[str, object] = {
     "tools": True,
+    "tokenize": "llamacpp",
     "json_schema": True,
     "stream_tools": False,
     "structured_outputs": "llamacpp",

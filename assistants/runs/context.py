@@ -1,0 +1,387 @@
+"""The prompt of one run step: what of an endless thread the model sees.
+
+Layout, in this order (so that the prompt of a run extends the previous
+run's prompt and the engine's prefix cache stays warm)::
+
+    system: instructions + summaries of older history   (changes rarely)
+    the thread's recent messages                         (append-only)
+    system: recalled older messages                      (last; per turn)
+    the newest user message, this run's tool exchanges
+
+Budget: the model's context window minus the completion reserve, or
+``max_prompt_tokens`` (less what the run already used) if smaller; tools'
+definitions count against it. Token counts come from the model's tokenizer,
+cached per message (tokens.py).
+
+``truncation_strategy``:
+- ``last_messages`` N: the newest N messages (fewer if they do not fit).
+- ``auto``: recent messages from the thread's boundary on, preceded by the
+  summaries of everything before it (``Thread.context_boundary_seq``). The
+  boundary only moves when the recent messages no longer fit, and then to
+  the end of a summary block, far enough that the recent part falls under
+  ``CONTEXT_LOW_WATER`` of the budget: the prompt prefix then stays
+  byte-identical for many runs. When no summary is ready the run falls back
+  to plain truncation (newest messages that fit) and its step says so.
+
+Cost: messages are read newest first through the (thread, seq) index and
+only until the budget is full; summaries are few (merged as they grow);
+nothing here reads the whole thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from assistants.models import (
+    Message,
+    MessageEmbedding,
+    Run,
+    RunStep,
+    Thread,
+    ThreadSummary,
+)
+from assistants.runs import tokens
+from assistants.runs.prompt import render_message, tool_exchange
+from core.models import LanguageModel
+
+logger = logging.getLogger(__name__)
+
+# Messages are read in pages of this many, newest first.
+PAGE = 64
+SUMMARY_HEADER = "Summary of the earlier conversation:"
+RECALL_HEADER = (
+    "Earlier messages of this conversation that may be relevant "
+    "(recalled; older than the summary's detail):"
+)
+
+
+@dataclass
+class Context:
+    messages: list[dict[str, Any]]
+    prompt_tokens: int  # our count of the prompt
+    budget: int
+    boundary_seq: int = 0
+    summaries: int = 0
+    recalled: int = 0
+    history: int = 0  # thread messages in the prompt
+    notes: list[str] = field(default_factory=list)
+    # Tokens of the messages after the newest summary: the summarizer is
+    # due when they grow past its trigger (None: more than the budget).
+    unsummarized_tokens: int | None = 0
+    summarized_until: int = 0
+
+    def step_metadata(self) -> dict[str, str]:
+        """For the message_creation step: how the prompt was made."""
+        meta = {
+            "context_tokens": str(self.prompt_tokens),
+            "context_budget": str(self.budget),
+            "context_messages": str(self.history),
+            "context_summaries": str(self.summaries),
+            "context_recalled": str(self.recalled),
+        }
+        if self.notes:
+            meta["context_note"] = "; ".join(self.notes)[:512]
+        return meta
+
+
+def prompt_budget(run: Run, model: LanguageModel, used_prompt_tokens: int) -> int:
+    reserve = run.max_completion_tokens or min(
+        int(settings.COMPLETION_RESERVE_TOKENS), model.context_window // 4
+    )
+    budget = model.context_window - reserve
+    if run.max_prompt_tokens:
+        budget = min(budget, run.max_prompt_tokens - used_prompt_tokens)
+    return budget
+
+
+def _summaries_of(thread_id: str) -> list[ThreadSummary]:
+    """The thread's summary blocks in order; they tile its history from the
+    start (merging keeps them few)."""
+    return list(
+        ThreadSummary.objects.filter(thread_id=thread_id)
+        .order_by("from_seq")
+        .only("from_seq", "until_seq", "text", "token_count")
+    )
+
+
+def _newest(
+    thread_id: str,
+    after_seq: int,
+    model: LanguageModel,
+    limit_tokens: int,
+    limit_messages: int | None = None,
+) -> tuple[list[Message], bool]:
+    """Messages with seq > after_seq, newest first, until their tokens pass
+    ``limit_tokens`` (the one that passes included) or ``limit_messages``.
+    Returns (messages, reached_the_start)."""
+    out: list[Message] = []
+    total = 0
+    before: int | None = None
+    while True:
+        query = (
+            Message.objects.filter(thread_id=thread_id, seq__gt=after_seq)
+            .exclude(status=Message.Status.IN_PROGRESS)
+            .order_by("-seq")
+            .only("seq", "role", "content", "token_count", "token_model")
+        )
+        if before is not None:
+            query = query.filter(seq__lt=before)
+        page = list(query[:PAGE])
+        tokens.ensure_counted(model, page)
+        for message in page:
+            out.append(message)
+            total += tokens.size(message, model)
+            if total > limit_tokens or (
+                limit_messages is not None and len(out) >= limit_messages
+            ):
+                return out, False
+        if len(page) < PAGE:
+            return out, True
+        before = page[-1].seq
+
+
+def _fit(
+    messages_newest_first: list[Message], model: LanguageModel, room: int
+) -> list[Message]:
+    kept: list[Message] = []
+    total = 0
+    for message in messages_newest_first:
+        size = tokens.size(message, model)
+        if total + size > room:
+            break
+        kept.append(message)
+        total += size
+    return kept
+
+
+def _system_text(instructions: str, summaries: list[ThreadSummary]) -> str:
+    parts = [instructions] if instructions else []
+    if summaries:
+        parts.append(SUMMARY_HEADER + "\n" + "\n\n".join(s.text for s in summaries))
+    return "\n\n".join(parts)
+
+
+def assemble(
+    run: Run,
+    model: LanguageModel,
+    *,
+    tools: list[dict[str, Any]],
+    used_prompt_tokens: int = 0,
+    vision: bool = False,
+    tool_steps: bool = True,
+) -> Context | None:
+    """The engine messages for this step of ``run``; None when not even the
+    newest message fits the budget."""
+    budget = prompt_budget(run, model, used_prompt_tokens)
+    steps = (
+        list(
+            RunStep.objects.filter(
+                run=run, type=RunStep.Type.TOOL_CALLS, status=RunStep.Status.COMPLETED
+            ).order_by("seq")
+        )
+        if tool_steps
+        else []
+    )
+    exchanges = [(step.seq, tool_exchange(step)) for step in steps]
+    exchanges = [(seq, ex) for seq, ex in exchanges if ex]
+    fixed = tokens.estimate(json.dumps(tools), model.id) if tools else 0
+    fixed += sum(tokens.estimate(json.dumps(ex), model.id) for _seq, ex in exchanges)
+    instructions = run.instructions or ""
+    fixed += (
+        tokens.count(model, instructions) + tokens.MESSAGE_OVERHEAD
+        if instructions
+        else 0
+    )
+    strategy = run.truncation_strategy or {}
+    recall_room = 0
+    if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
+        read, _ = _newest(
+            run.thread_id,
+            0,
+            model,
+            budget,
+            limit_messages=int(strategy["last_messages"]),
+        )
+        history = _fit(read, model, budget - fixed)
+        ctx = Context(messages=[], prompt_tokens=0, budget=budget, history=len(history))
+        summaries: list[ThreadSummary] = []
+    else:
+        ctx, history, summaries = _auto_window(run, model, budget, fixed)
+        recall_room = int(budget * float(settings.CONTEXT_RECALL_SHARE))
+    if not history and not exchanges:
+        return None
+    history.reverse()  # oldest first
+    system = _system_text(instructions, summaries)
+    items: list[tuple[int, list[dict[str, Any]]]] = [
+        (m.seq, [render_message(m, vision=vision)]) for m in history
+    ]
+    items.extend(exchanges)
+    items.sort(key=lambda item: item[0])
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    for _seq, chunk in items:
+        messages.extend(chunk)
+    used = (
+        fixed
+        + sum(tokens.size(m, model) for m in history)
+        + sum(s.token_count for s in summaries)
+    )
+    if recall_room and ctx.boundary_seq and history:
+        room = min(recall_room, budget - used)
+        recalled = _recall(run.thread_id, ctx.boundary_seq, history, model, room)
+        if recalled:
+            text = RECALL_HEADER + "\n" + "\n".join(recalled)
+            note = {"role": "system", "content": text}
+            at = _last_user_index(messages)
+            messages.insert(at, note)
+            used += tokens.estimate(text, model.id) + tokens.MESSAGE_OVERHEAD
+            ctx.recalled = len(recalled)
+    ctx.messages = messages
+    ctx.prompt_tokens = used
+    ctx.history = len(history)
+    ctx.summaries = len(summaries)
+    return ctx
+
+
+def _last_user_index(messages: list[dict[str, Any]]) -> int:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] == "user":
+            return i
+    return len(messages)
+
+
+def _auto_window(
+    run: Run, model: LanguageModel, budget: int, fixed: int
+) -> tuple[Context, list[Message], list[ThreadSummary]]:
+    boundary = (
+        Thread.objects.filter(pk=run.thread_id)
+        .values_list("context_boundary_seq", flat=True)
+        .first()
+    ) or 0
+    blocks = _summaries_of(run.thread_id)
+    summarized_until = blocks[-1].until_seq if blocks else 0
+    read, reached_start = _newest(run.thread_id, boundary, model, budget)
+    sizes = [tokens.size(m, model) for m in read]
+    ctx = Context(messages=[], prompt_tokens=0, budget=budget, boundary_seq=boundary)
+    ctx.summarized_until = summarized_until
+
+    def summary_tokens(until: int) -> int:
+        return sum(s.token_count for s in blocks if s.until_seq <= until)
+
+    def tail_tokens(after: int) -> int | None:
+        """Tokens of the read messages after ``after``; None when the read
+        stopped before reaching it (so they are more than the budget)."""
+        total = 0
+        for message, size in zip(read, sizes, strict=True):
+            if message.seq <= after:
+                return total
+            total += size
+        return total if reached_start else None
+
+    ctx.unsummarized_tokens = tail_tokens(summarized_until)
+    current = tail_tokens(boundary)
+    if current is not None and fixed + summary_tokens(boundary) + current <= budget:
+        return ctx, read, [s for s in blocks if s.until_seq <= boundary]
+    # The recent messages outgrew the budget: move the boundary to the end of
+    # a summary block, the first one that brings the prompt under the low
+    # water mark (else the first one that fits at all).
+    low_water = budget * float(settings.CONTEXT_LOW_WATER)
+    chosen: int | None = None
+    fallback: int | None = None
+    for block in blocks:
+        if block.until_seq <= boundary:
+            continue
+        tail = tail_tokens(block.until_seq)
+        if tail is None:
+            continue
+        total = fixed + summary_tokens(block.until_seq) + tail
+        if total <= low_water:
+            chosen = block.until_seq
+            break
+        if total <= budget and fallback is None:
+            fallback = block.until_seq
+    chosen = chosen if chosen is not None else fallback
+    if chosen is not None:
+        # Forward only: concurrent runs of one thread cannot exist, but a
+        # re-executed step must never move it back.
+        Thread.objects.filter(pk=run.thread_id, context_boundary_seq__lt=chosen).update(
+            context_boundary_seq=chosen
+        )
+        ctx.boundary_seq = chosen
+        kept = [m for m in read if m.seq > chosen]
+        return ctx, kept, [s for s in blocks if s.until_seq <= chosen]
+    # No summary covers enough yet (the summarizer is behind, or failed):
+    # plain truncation for this run, said in its step.
+    in_prompt = [s for s in blocks if s.until_seq <= boundary]
+    kept = _fit(read, model, budget - fixed - summary_tokens(boundary))
+    ctx.notes.append(
+        "the thread outgrew the context window and no summary was ready; "
+        f"truncated to the newest {len(kept)} messages"
+    )
+    return ctx, kept, in_prompt
+
+
+def _recall(
+    thread_id: str,
+    boundary: int,
+    history: list[Message],
+    model: LanguageModel,
+    room: int,
+) -> list[str]:
+    """The older messages (summarised away) nearest to the newest user
+    message, as lines, within ``room`` tokens. Empty when the embedding
+    service is not available."""
+    query_text = next(
+        (
+            tokens.message_text(m.content)
+            for m in reversed(history)
+            if m.role == Message.Role.USER
+        ),
+        "",
+    )
+    if not query_text.strip() or room <= 0:
+        return []
+    try:
+        from pgvector.django import CosineDistance
+
+        from tools.embeddings import embed
+
+        (vector,) = embed([query_text])
+    except Exception as exc:  # the embedding model missing or broken
+        logger.info("recall skipped for %s: %s", thread_id, exc)
+        return []
+    limit = int(settings.CONTEXT_RECALL_LIMIT)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # A thread's messages are a small part of the index: let HNSW
+            # keep scanning until it has enough rows that pass the filter.
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        ids = list(
+            MessageEmbedding.objects.filter(thread_id=thread_id, seq__lte=boundary)
+            .order_by(CosineDistance("embedding", vector))
+            .values_list("message_id", flat=True)[:limit]
+        )
+    if not ids:
+        return []
+    found = {
+        m.id: m
+        for m in Message.objects.filter(pk__in=ids).only("seq", "role", "content")
+    }
+    lines: list[str] = []
+    used = 0
+    # In conversation order: reads as history, and is deterministic.
+    for message in sorted(found.values(), key=lambda m: m.seq):
+        line = f"[{message.role}] {tokens.message_text(message.content)}"
+        size = tokens.estimate(line, model.id) + 1
+        if used + size > room:
+            continue
+        lines.append(line)
+        used += size
+    return lines

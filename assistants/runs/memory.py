@@ -1,0 +1,279 @@
+"""A thread's memory: summaries of older history, made in the background in
+fixed blocks, and embeddings of summarised messages for recall.
+
+Blocks: the summarizer takes the oldest messages that no summary covers, up
+to ``SUMMARY_BLOCK_SHARE`` of the prompt budget, and only while at least
+``SUMMARY_KEEP_SHARE`` of the budget of newer messages stays unsummarised
+(those are in every prompt anyway). A block's bounds and text never change,
+so the prompts that include it keep a byte-identical prefix. When the blocks
+in the prompt grow past ``SUMMARY_MAX_BLOCKS`` or ``SUMMARY_MAX_SHARE`` of
+the budget, the oldest half is merged into one block (a boundary, too).
+
+The summarizer uses ``SUMMARY_MODEL`` (default: the run's model). Its
+failure is logged and never touches a run: the next prompts fall back to
+truncation (context.py says so in the run step) until a summary exists.
+One summarizer at a time per thread (a PostgreSQL advisory lock).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from assistants.engine import ChatRequest, EngineError, chat_stream
+from assistants.models import Message, MessageEmbedding, Run, Thread, ThreadSummary
+from assistants.runs import tokens
+from core.models import LanguageModel
+
+if TYPE_CHECKING:
+    from assistants.runs.context import Context
+
+logger = logging.getLogger(__name__)
+
+MAX_BLOCKS_PER_TASK = 8
+SUMMARY_PROMPT = (
+    "You keep the memory of a long conversation between a user and an "
+    "assistant. Summarize the messages below so that the assistant can go on "
+    "without them: keep names, facts, numbers, decisions, preferences and "
+    "open questions; drop pleasantries. Write plain sentences, at most "
+    "{words} words."
+)
+MERGE_PROMPT = (
+    "Merge these consecutive summaries of one conversation into one summary "
+    "that keeps every name, fact, number, decision, preference and open "
+    "question. Plain sentences, at most {words} words."
+)
+
+
+def summarize_if_due(run: Run, model: LanguageModel, window: Context) -> None:
+    """Enqueue the summarizer when the thread's unsummarised messages passed
+    ``SUMMARY_TRIGGER_SHARE`` of the budget (``last_messages`` runs do not
+    use summaries, so they never ask)."""
+    strategy = run.truncation_strategy or {}
+    if strategy.get("type") == "last_messages":
+        return
+    trigger = window.budget * float(settings.SUMMARY_TRIGGER_SHARE)
+    pending = window.unsummarized_tokens
+    if pending is not None and pending <= trigger:
+        return
+    _enqueue(run.thread_id, model.id, window.budget)
+
+
+def _enqueue(thread_id: str, model_id: str, budget: int) -> None:
+    from assistants.tasks import thread_summarize_task
+
+    transaction.on_commit(
+        lambda: thread_summarize_task.delay(thread_id, model_id, budget)
+    )
+
+
+@contextmanager
+def _thread_lock(thread_id: str) -> Iterator[bool]:
+    """A session-level advisory lock (no transaction is held across the
+    model call); yields whether this process got it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 7))", [thread_id]
+        )
+        (got,) = cursor.fetchone()
+    try:
+        yield bool(got)
+    finally:
+        if got:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_unlock(hashtextextended(%s, 7))", [thread_id]
+                )
+
+
+def _summarizer(model_id: str) -> LanguageModel | None:
+    name = str(settings.SUMMARY_MODEL or "") or model_id
+    return LanguageModel.objects.filter(pk=name, is_active=True).first()
+
+
+def _transcript(messages: list[Message]) -> str:
+    return "\n".join(f"[{m.role}] {tokens.message_text(m.content)}" for m in messages)
+
+
+def _ask(
+    model: LanguageModel, system: str, text: str, *, max_tokens: int, route: str
+) -> str:
+    request = ChatRequest(
+        model=model,
+        messages=[
+            {"role": "system", "content": system},
+            {"role": "user", "content": text},
+        ],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        route_key=route,
+    )
+    out = "".join(chunk.content or "" for chunk in chat_stream(request))
+    out = out.strip()
+    if not out:
+        raise EngineError("the summarizer answered nothing", transient=True)
+    return out
+
+
+def thread_summarize(*, thread_id: str, model_id: str, budget: int) -> int:
+    """Make the summary blocks that are due for ``thread_id``; returns how
+    many were made. Safe to run twice (blocks are unique by start; one
+    summarizer per thread at a time). Raises EngineError when the model
+    fails (the caller logs it; runs are not affected)."""
+    model = LanguageModel.objects.filter(pk=model_id).first()
+    summarizer = _summarizer(model_id)
+    if model is None or summarizer is None:
+        logger.warning("no summarizer model for thread %s", thread_id)
+        return 0
+    block_tokens = max(1, int(budget * float(settings.SUMMARY_BLOCK_SHARE)))
+    keep_tokens = int(budget * float(settings.SUMMARY_KEEP_SHARE))
+    words = max(30, min(400, block_tokens // 4))
+    made = 0
+    with _thread_lock(thread_id) as got:
+        if not got:
+            return 0
+        for _ in range(MAX_BLOCKS_PER_TASK):
+            last = (
+                ThreadSummary.objects.filter(thread_id=thread_id)
+                .order_by("-until_seq")
+                .first()
+            )
+            start = last.until_seq if last else 0
+            rows = _oldest_after(thread_id, start, model, block_tokens + keep_tokens)
+            total = sum(tokens.size(m, model) for m in rows)
+            if total <= block_tokens + keep_tokens:
+                break  # not enough history beyond a block yet
+            block: list[Message] = []
+            used = 0
+            for message in rows:
+                size = tokens.size(message, model)
+                if block and used + size > block_tokens:
+                    break
+                block.append(message)
+                used += size
+            transcript = _transcript(block)
+            if last is not None:
+                transcript = f"(Summary so far: {last.text})\n\n{transcript}"
+            text = _ask(
+                summarizer,
+                SUMMARY_PROMPT.format(words=words),
+                transcript,
+                max_tokens=words * 2,
+                route=thread_id,
+            )
+            try:
+                ThreadSummary.objects.create(
+                    thread_id=thread_id,
+                    from_seq=start,
+                    until_seq=block[-1].seq,
+                    level=1,
+                    message_count=len(block),
+                    text=text,
+                    token_count=tokens.count(model, text) + 2,
+                    model=summarizer.id,
+                )
+            except IntegrityError:
+                continue  # made meanwhile by another worker
+            made += 1
+            _embed(thread_id, block)
+        _merge_if_due(thread_id, model, summarizer, budget, words)
+    return made
+
+
+def _oldest_after(
+    thread_id: str, start: int, model: LanguageModel, limit_tokens: int
+) -> list[Message]:
+    """Completed messages after ``start``, oldest first, until their tokens
+    pass ``limit_tokens`` (bounded read through the (thread, seq) index)."""
+    out: list[Message] = []
+    total = 0
+    after = start
+    while True:
+        page = list(
+            Message.objects.filter(thread_id=thread_id, seq__gt=after)
+            .exclude(status=Message.Status.IN_PROGRESS)
+            .order_by("seq")
+            .only("seq", "role", "content", "token_count", "token_model")[:64]
+        )
+        tokens.ensure_counted(model, page)
+        for message in page:
+            out.append(message)
+            total += tokens.size(message, model)
+            if total > limit_tokens:
+                return out
+        if len(page) < 64:
+            return out
+        after = page[-1].seq
+
+
+def _embed(thread_id: str, block: list[Message]) -> None:
+    """Embeddings of a summarised block's messages, for recall. Skipped (and
+    logged) when the embedding service is unavailable."""
+    texts = [tokens.message_text(m.content) for m in block]
+    try:
+        from tools.embeddings import embed
+
+        vectors = embed(texts)
+    except Exception as exc:
+        logger.warning("recall embeddings skipped for %s: %s", thread_id, exc)
+        return
+    MessageEmbedding.objects.bulk_create(
+        [
+            MessageEmbedding(
+                message_id=m.pk, thread_id=thread_id, seq=m.seq, embedding=v
+            )
+            for m, v in zip(block, vectors, strict=True)
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def _merge_if_due(
+    thread_id: str,
+    model: LanguageModel,
+    summarizer: LanguageModel,
+    budget: int,
+    words: int,
+) -> None:
+    """Merge the oldest half of the blocks already in prompts when they
+    grew too many or too long."""
+    boundary = (
+        Thread.objects.filter(pk=thread_id)
+        .values_list("context_boundary_seq", flat=True)
+        .first()
+    ) or 0
+    blocks = list(
+        ThreadSummary.objects.filter(
+            thread_id=thread_id, until_seq__lte=boundary
+        ).order_by("from_seq")
+    )
+    size = sum(b.token_count for b in blocks)
+    too_many = len(blocks) > int(settings.SUMMARY_MAX_BLOCKS)
+    too_long = size > budget * float(settings.SUMMARY_MAX_SHARE)
+    if len(blocks) < 2 or not (too_many or too_long):
+        return
+    merged = blocks[: max(2, len(blocks) // 2)]
+    text = _ask(
+        summarizer,
+        MERGE_PROMPT.format(words=words),
+        "\n\n".join(b.text for b in merged),
+        max_tokens=words * 2,
+        route=thread_id,
+    )
+    with transaction.atomic():
+        ThreadSummary.objects.filter(pk__in=[b.pk for b in merged]).delete()
+        ThreadSummary.objects.create(
+            thread_id=thread_id,
+            from_seq=merged[0].from_seq,
+            until_seq=merged[-1].until_seq,
+            level=max(b.level for b in merged) + 1,
+            message_count=sum(b.message_count for b in merged),
+            text=text,
+            token_count=tokens.count(model, text) + 2,
+            model=summarizer.id,
+        )
