@@ -59,6 +59,10 @@ class Thread(PublicObject):
     # summary block at a time, only when the recent messages no longer fit:
     # between moves every prompt extends the previous one byte for byte.
     context_boundary_seq = models.BigIntegerField(default=0)
+    # The summaries (ids, in order) the prompt carries for that history,
+    # chosen when the boundary last moved: a merged summary made since
+    # replaces them only at the next move, so the prefix stays put.
+    context_summary_ids = models.JSONField(default=list, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["project", "seq"], name="thread_project_seq")]
@@ -269,10 +273,12 @@ class RunStep(PublicObject):
 class ThreadSummary(models.Model):
     """A summary of the thread's messages with ``from_seq < seq <= until_seq``.
 
-    Kept apart from the thread's messages (never listed by the API). Blocks
-    tile the thread's history from its start; a block's text never changes.
-    When a thread's blocks grow too many, the oldest are merged into one of a
-    higher ``level`` that replaces them (in one transaction).
+    Kept apart from the thread's messages (never listed by the API). Level-1
+    blocks tile the thread's history from its start; a block's text never
+    changes. When the blocks in the prompt grow too many, the oldest are
+    merged into one of a higher ``level`` covering the same span; prompts
+    switch to it when the thread's boundary next moves, and the blocks it
+    covers are deleted once no prompt uses them.
     """
 
     thread = models.ForeignKey(
@@ -294,7 +300,7 @@ class ThreadSummary(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(
-                fields=["thread", "from_seq"], name="summary_block_unique"
+                fields=["thread", "from_seq", "level"], name="summary_block_unique"
             )
         ]
 

@@ -218,7 +218,7 @@ def test_recall_brings_back_an_old_fact_that_truncation_dropped(
     assert not any("4471" in str(m["content"]) for m in sent[1:-2])
 
 
-def test_summary_blocks_merge_when_they_grow_too_many(
+def test_summaries_merge_in_groups_and_prompts_switch_only_when_the_boundary_moves(
     tenant: Tenant, small_model: Any, fake_engine: Any
 ) -> None:
     thread = _thread(tenant, [f"{i}: {FILLER}" for i in range(80)])
@@ -228,22 +228,34 @@ def test_summary_blocks_merge_when_they_grow_too_many(
     ):
         pass  # until every due block exists
     fake_engine.reset()
-    before = list(ThreadSummary.objects.filter(thread=thread).order_by("from_seq"))
-    window = context.assemble(_run(thread, small_model), small_model, tools=[])
-    assert window is not None and window.summaries >= 3
+    run = _run(thread, small_model)
+    before = context.assemble(run, small_model, tools=[])
+    assert before is not None and before.summaries >= memory.MERGE_GROUP
     fake_engine.script({"content": "Merged summary."})
     with override_settings(SUMMARY_MAX_BLOCKS=2):
         memory.thread_summarize(
             thread_id=thread.id, model_id="small-model", budget=BUDGET
         )
+    assert "Summary block 0." in fake_engine.requests()[0]["messages"][1]["content"]
     blocks = list(ThreadSummary.objects.filter(thread=thread).order_by("from_seq"))
     (merged,) = [b for b in blocks if b.level == 2]
-    assert merged.from_seq == 0 and merged.text == "Merged summary."
-    assert len(blocks) < len(before)
-    assert "Summary block 0." in fake_engine.requests()[0]["messages"][1]["content"]
-    assert all(
-        a.until_seq == b.from_seq for a, b in zip(blocks, blocks[1:], strict=False)
+    firsts = [b for b in blocks if b.level == 1][: memory.MERGE_GROUP]
+    assert merged.text == "Merged summary." and merged.from_seq == 0
+    assert merged.until_seq == firsts[-1].until_seq
+    # The prompt keeps the blocks it had: the same bytes as before the merge.
+    after = context.assemble(run, small_model, tools=[])
+    assert after is not None and after.messages == before.messages
+    # At the next move the merged summary stands for the four it covers...
+    thread.refresh_from_db()
+    covering = context.frontier(blocks, thread.context_boundary_seq)
+    assert covering is not None and covering[0].pk == merged.pk
+    # ...and once no prompt uses them, the covered blocks are deleted.
+    Thread.objects.filter(pk=thread.pk).update(
+        context_summary_ids=[b.pk for b in covering]
     )
+    memory.thread_summarize(thread_id=thread.id, model_id="small-model", budget=BUDGET)
+    left = set(ThreadSummary.objects.filter(thread=thread).values_list("pk", flat=True))
+    assert merged.pk in left and not left & {b.pk for b in firsts}
 
 
 def test_replica_order_is_a_function_of_the_thread() -> None:

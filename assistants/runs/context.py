@@ -100,14 +100,37 @@ def prompt_budget(run: Run, model: LanguageModel, used_prompt_tokens: int) -> in
     return budget
 
 
+# Raw SQL on the per-run path: the ORM's query compilation cost more than
+# PostgreSQL's work for these indexed reads.
+_SUMMARIES_SQL = (
+    "SELECT id, from_seq, until_seq, level, text, token_count "
+    "FROM assistants_threadsummary WHERE thread_id = %s ORDER BY from_seq, level"
+)
+_MESSAGES_SQL = (
+    "SELECT id, seq, role, content, token_count, token_model "
+    "FROM assistants_message WHERE thread_id = %s AND seq > %s AND seq < %s "
+    "AND status <> 'in_progress' ORDER BY seq DESC LIMIT %s"
+)
+
+
 def _summaries_of(thread_id: str) -> list[ThreadSummary]:
-    """The thread's summary blocks in order; they tile its history from the
-    start (merging keeps them few)."""
-    return list(
-        ThreadSummary.objects.filter(thread_id=thread_id)
-        .order_by("from_seq")
-        .only("from_seq", "until_seq", "text", "token_count")
-    )
+    """The thread's summaries in order; they tile its history from the start
+    (merging keeps them few)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SUMMARIES_SQL, [thread_id])
+        rows = cursor.fetchall()
+    return [
+        ThreadSummary(
+            pk=pk,
+            thread_id=thread_id,
+            from_seq=from_seq,
+            until_seq=until_seq,
+            level=level,
+            text=text,
+            token_count=token_count,
+        )
+        for pk, from_seq, until_seq, level, text, token_count in rows
+    ]
 
 
 def _newest(
@@ -122,17 +145,24 @@ def _newest(
     Returns (messages, reached_the_start)."""
     out: list[Message] = []
     total = 0
-    before: int | None = None
+    before = 2**63 - 1
     while True:
-        query = (
-            Message.objects.filter(thread_id=thread_id, seq__gt=after_seq)
-            .exclude(status=Message.Status.IN_PROGRESS)
-            .order_by("-seq")
-            .only("seq", "role", "content", "token_count", "token_model")
-        )
-        if before is not None:
-            query = query.filter(seq__lt=before)
-        page = list(query[:PAGE])
+        with connection.cursor() as cursor:
+            cursor.execute(_MESSAGES_SQL, [thread_id, after_seq, before, PAGE])
+            page = [
+                Message(
+                    pk=pk,
+                    thread_id=thread_id,
+                    seq=seq,
+                    role=role,
+                    content=_json(content),
+                    token_count=token_count,
+                    token_model=token_model,
+                )
+                for pk, seq, role, content, token_count, token_model in (
+                    cursor.fetchall()
+                )
+            ]
         tokens.ensure_counted(model, page)
         for message in page:
             out.append(message)
@@ -144,6 +174,11 @@ def _newest(
         if len(page) < PAGE:
             return out, True
         before = page[-1].seq
+
+
+def _json(value: Any) -> Any:
+    # psycopg decodes jsonb itself; a text column would come as a string.
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _fit(
@@ -257,23 +292,45 @@ def _last_user_index(messages: list[dict[str, Any]]) -> int:
     return len(messages)
 
 
+def frontier(
+    blocks: list[ThreadSummary], until: int, *, start: int = 0
+) -> list[ThreadSummary] | None:
+    """The fewest summaries that tile the history from ``start`` up to
+    ``until``: at each point the summary reaching furthest (merged ones
+    first). None when the summaries do not reach ``until`` exactly."""
+    chosen: list[ThreadSummary] = []
+    at = start
+    while at < until:
+        step = max(
+            (b for b in blocks if b.from_seq == at and b.until_seq <= until),
+            key=lambda b: b.until_seq,
+            default=None,
+        )
+        if step is None:
+            return None
+        chosen.append(step)
+        at = step.until_seq
+    return chosen
+
+
 def _auto_window(
     run: Run, model: LanguageModel, budget: int, fixed: int
 ) -> tuple[Context, list[Message], list[ThreadSummary]]:
-    boundary = (
-        Thread.objects.filter(pk=run.thread_id)
-        .values_list("context_boundary_seq", flat=True)
-        .first()
-    ) or 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT context_boundary_seq, context_summary_ids "
+            "FROM assistants_thread WHERE id = %s",
+            [run.thread_id],
+        )
+        state = cursor.fetchone()
+    boundary, in_prompt_ids = (state[0], _json(state[1])) if state else (0, [])
     blocks = _summaries_of(run.thread_id)
-    summarized_until = blocks[-1].until_seq if blocks else 0
+    by_id = {b.pk: b for b in blocks}
+    summarized_until = max((b.until_seq for b in blocks), default=0)
     read, reached_start = _newest(run.thread_id, boundary, model, budget)
     sizes = [tokens.size(m, model) for m in read]
     ctx = Context(messages=[], prompt_tokens=0, budget=budget, boundary_seq=boundary)
     ctx.summarized_until = summarized_until
-
-    def summary_tokens(until: int) -> int:
-        return sum(s.token_count for s in blocks if s.until_seq <= until)
 
     def tail_tokens(after: int) -> int | None:
         """Tokens of the read messages after ``after``; None when the read
@@ -286,41 +343,57 @@ def _auto_window(
         return total if reached_start else None
 
     ctx.unsummarized_tokens = tail_tokens(summarized_until)
+    in_prompt = [by_id[i] for i in in_prompt_ids if i in by_id]
+    if len(in_prompt) != len(in_prompt_ids):
+        # A summary in use was deleted (by an operator): take what covers
+        # the same history now.
+        in_prompt = frontier(blocks, boundary) or []
     current = tail_tokens(boundary)
-    if current is not None and fixed + summary_tokens(boundary) + current <= budget:
-        return ctx, read, [s for s in blocks if s.until_seq <= boundary]
+    held = sum(s.token_count for s in in_prompt)
+    if current is not None and fixed + held + current <= budget:
+        return ctx, read, in_prompt
     # The recent messages outgrew the budget: move the boundary to the end of
-    # a summary block, the first one that brings the prompt under the low
-    # water mark (else the first one that fits at all).
+    # a summary block, the first that brings the prompt under the low water
+    # mark, else the one that leaves the most room. The summaries already in
+    # the prompt stay and the new blocks follow them (the prefix survives up
+    # to there); merged summaries replace them only when that is needed to
+    # get under the mark.
     low_water = budget * float(settings.CONTEXT_LOW_WATER)
-    chosen: int | None = None
-    fallback: int | None = None
-    for block in blocks:
-        if block.until_seq <= boundary:
-            continue
-        tail = tail_tokens(block.until_seq)
-        if tail is None:
-            continue
-        total = fixed + summary_tokens(block.until_seq) + tail
-        if total <= low_water:
-            chosen = block.until_seq
+    best: tuple[int, int, list[ThreadSummary]] | None = None  # total, until, set
+    ends = sorted({b.until_seq for b in blocks if b.until_seq > boundary})
+    for adopt_merged in (False, True):
+        for until in ends:
+            tail = tail_tokens(until)
+            if adopt_merged:
+                covering = frontier(blocks, until)
+            else:
+                extension = frontier(
+                    [b for b in blocks if b.from_seq >= boundary], until, start=boundary
+                )
+                covering = None if extension is None else in_prompt + extension
+            if tail is None or covering is None:
+                continue
+            total = fixed + sum(s.token_count for s in covering) + tail
+            if total <= low_water:
+                best = (total, until, covering)
+                break
+            if total <= budget and (best is None or total < best[0]):
+                best = (total, until, covering)
+        if best is not None and best[0] <= low_water:
             break
-        if total <= budget and fallback is None:
-            fallback = block.until_seq
-    chosen = chosen if chosen is not None else fallback
-    if chosen is not None:
-        # Forward only: concurrent runs of one thread cannot exist, but a
-        # re-executed step must never move it back.
+    if best is not None:
+        _total, chosen, covering = best
+        # Forward only (a re-executed step must never move it back).
         Thread.objects.filter(pk=run.thread_id, context_boundary_seq__lt=chosen).update(
-            context_boundary_seq=chosen
+            context_boundary_seq=chosen,
+            context_summary_ids=[s.pk for s in covering],
         )
         ctx.boundary_seq = chosen
         kept = [m for m in read if m.seq > chosen]
-        return ctx, kept, [s for s in blocks if s.until_seq <= chosen]
+        return ctx, kept, covering
     # No summary covers enough yet (the summarizer is behind, or failed):
     # plain truncation for this run, said in its step.
-    in_prompt = [s for s in blocks if s.until_seq <= boundary]
-    kept = _fit(read, model, budget - fixed - summary_tokens(boundary))
+    kept = _fit(read, model, budget - fixed - held)
     ctx.notes.append(
         "the thread outgrew the context window and no summary was ready; "
         f"truncated to the newest {len(kept)} messages"

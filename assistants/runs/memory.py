@@ -7,7 +7,8 @@ to ``SUMMARY_BLOCK_SHARE`` of the prompt budget, and only while at least
 (those are in every prompt anyway). A block's bounds and text never change,
 so the prompts that include it keep a byte-identical prefix. When the blocks
 in the prompt grow past ``SUMMARY_MAX_BLOCKS`` or ``SUMMARY_MAX_SHARE`` of
-the budget, the oldest half is merged into one block (a boundary, too).
+the budget, ``MERGE_GROUP`` of them are merged into one of the next level
+(see ``_merge_group``); prompts switch to it at a boundary move.
 
 The summarizer uses ``SUMMARY_MODEL`` (default: the run's model). Its
 failure is logged and never touches a run: the next prompts fall back to
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_BLOCKS_PER_TASK = 8
+# Summaries merged into one of the next level at a time.
+MERGE_GROUP = 4
 SUMMARY_PROMPT = (
     "You keep the memory of a long conversation between a user and an "
     "assistant. Summarize the messages below so that the assistant can go on "
@@ -132,7 +135,9 @@ def thread_summarize(*, thread_id: str, model_id: str, budget: int) -> int:
         return 0
     block_tokens = max(1, int(budget * float(settings.SUMMARY_BLOCK_SHARE)))
     keep_tokens = int(budget * float(settings.SUMMARY_KEEP_SHARE))
-    words = max(30, min(400, block_tokens // 4))
+    # About 10:1 (a word is ~1.3 tokens): the summaries of a long history
+    # stay a small part of the prompt.
+    words = max(20, min(300, block_tokens // 13))
     made = 0
     with _thread_lock(thread_id) as got:
         if not got:
@@ -140,7 +145,7 @@ def thread_summarize(*, thread_id: str, model_id: str, budget: int) -> int:
         for _ in range(MAX_BLOCKS_PER_TASK):
             last = (
                 ThreadSummary.objects.filter(thread_id=thread_id)
-                .order_by("-until_seq")
+                .order_by("-until_seq", "level")
                 .first()
             )
             start = last.until_seq if last else 0
@@ -240,24 +245,34 @@ def _merge_if_due(
     budget: int,
     words: int,
 ) -> None:
-    """Merge the oldest half of the blocks already in prompts when they
-    grew too many or too long."""
-    boundary = (
+    """Merge the oldest half of the summaries in the thread's prompt when
+    they grew too many or too long, and delete summaries that a merged one
+    covers and no prompt uses any more. Prompts switch to the merged one
+    when the boundary next moves (context.py), not before."""
+    state = (
         Thread.objects.filter(pk=thread_id)
-        .values_list("context_boundary_seq", flat=True)
+        .values_list("context_summary_ids", flat=True)
         .first()
-    ) or 0
-    blocks = list(
-        ThreadSummary.objects.filter(
-            thread_id=thread_id, until_seq__lte=boundary
-        ).order_by("from_seq")
-    )
-    size = sum(b.token_count for b in blocks)
-    too_many = len(blocks) > int(settings.SUMMARY_MAX_BLOCKS)
+    ) or []
+    rows = {s.pk: s for s in ThreadSummary.objects.filter(thread_id=thread_id)}
+    in_prompt = [rows[i] for i in state if i in rows]
+    _collect(thread_id, rows, set(state))
+    size = sum(b.token_count for b in in_prompt)
+    too_many = len(in_prompt) > int(settings.SUMMARY_MAX_BLOCKS)
     too_long = size > budget * float(settings.SUMMARY_MAX_SHARE)
-    if len(blocks) < 2 or not (too_many or too_long):
+    if len(in_prompt) < 2 or not (too_many or too_long):
         return
-    merged = blocks[: max(2, len(blocks) // 2)]
+    merged = _merge_group(in_prompt)
+    if merged is None:
+        return
+    level = max(b.level for b in merged) + 1
+    if any(
+        r.from_seq == merged[0].from_seq
+        and r.until_seq >= merged[-1].until_seq
+        and r.level >= level
+        for r in rows.values()
+    ):
+        return  # made already; waiting for the boundary to move
     text = _ask(
         summarizer,
         MERGE_PROMPT.format(words=words),
@@ -265,15 +280,46 @@ def _merge_if_due(
         max_tokens=words * 2,
         route=thread_id,
     )
-    with transaction.atomic():
-        ThreadSummary.objects.filter(pk__in=[b.pk for b in merged]).delete()
+    with suppress(IntegrityError):  # made meanwhile
         ThreadSummary.objects.create(
             thread_id=thread_id,
             from_seq=merged[0].from_seq,
             until_seq=merged[-1].until_seq,
-            level=max(b.level for b in merged) + 1,
+            level=level,
             message_count=sum(b.message_count for b in merged),
             text=text,
             token_count=tokens.count(model, text) + 2,
             model=summarizer.id,
         )
+
+
+def _merge_group(in_prompt: list[ThreadSummary]) -> list[ThreadSummary] | None:
+    """Which summaries to merge: MERGE_GROUP consecutive ones of the lowest
+    level that has that many in a row. Like a binary counter, the level-1
+    blocks at the end merge often and the big summaries at the front
+    rarely, so a merge changes the prompt late in its summary section."""
+    for level in sorted({s.level for s in in_prompt}):
+        run: list[ThreadSummary] = []
+        for summary in in_prompt:
+            run = run + [summary] if summary.level == level else []
+            if len(run) == MERGE_GROUP:
+                return run
+    return None
+
+
+def _collect(thread_id: str, rows: dict[int, ThreadSummary], used: set[int]) -> None:
+    """Delete summaries inside a higher-level one's span that the prompt no
+    longer uses."""
+    covered = [
+        r.pk
+        for r in rows.values()
+        if r.pk not in used
+        and any(
+            o.level > r.level
+            and o.from_seq <= r.from_seq
+            and r.until_seq <= o.until_seq
+            for o in rows.values()
+        )
+    ]
+    if covered:
+        ThreadSummary.objects.filter(thread_id=thread_id, pk__in=covered).delete()

@@ -244,7 +244,7 @@ RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
 COMPLETION_RESERVE_TOKENS = env.int("COMPLETION_RESERVE_TOKENS", default=1024)
 # When recent messages outgrow the budget, the summary boundary moves until
 # the prompt is under this share of the budget (then it stays put a while).
-CONTEXT_LOW_WATER = env.float("CONTEXT_LOW_WATER", default=0.6)
+CONTEXT_LOW_WATER = env.float("CONTEXT_LOW_WATER", default=0.5)
 # Recall: at most this many older messages, within this share of the budget.
 CONTEXT_RECALL_LIMIT = env.int("CONTEXT_RECALL_LIMIT", default=3)
 CONTEXT_RECALL_SHARE = env.float("CONTEXT_RECALL_SHARE", default=0.1)
@@ -252,13 +252,13 @@ CONTEXT_RECALL_SHARE = env.float("CONTEXT_RECALL_SHARE", default=0.1)
 SUMMARY_MODEL = env.str("SUMMARY_MODEL", default="")
 # Summarize when unsummarised messages pass this share of the budget, in
 # blocks of this share, always leaving this share of newest ones as they are.
-SUMMARY_TRIGGER_SHARE = env.float("SUMMARY_TRIGGER_SHARE", default=0.5)
+SUMMARY_TRIGGER_SHARE = env.float("SUMMARY_TRIGGER_SHARE", default=0.3)
 SUMMARY_BLOCK_SHARE = env.float("SUMMARY_BLOCK_SHARE", default=0.2)
-SUMMARY_KEEP_SHARE = env.float("SUMMARY_KEEP_SHARE", default=0.3)
+SUMMARY_KEEP_SHARE = env.float("SUMMARY_KEEP_SHARE", default=0.1)
 # Merge the oldest half of the summaries once there are more blocks than
 # this, or they take more than this share of the budget.
-SUMMARY_MAX_BLOCKS = env.int("SUMMARY_MAX_BLOCKS", default=8)
-SUMMARY_MAX_SHARE = env.float("SUMMARY_MAX_SHARE", default=0.25)
+SUMMARY_MAX_BLOCKS = env.int("SUMMARY_MAX_BLOCKS", default=16)
+SUMMARY_MAX_SHARE = env.float("SUMMARY_MAX_SHARE", default=0.2)
 RUN_HEARTBEAT_TIMEOUT_SECONDS = env.float("RUN_HEARTBEAT_TIMEOUT_SECONDS", default=30.0)
 RUN_MAX_ATTEMPTS = env.int("RUN_MAX_ATTEMPTS", default=3)
 RUN_REQUEUE_AFTER_SECONDS = env.float("RUN_REQUEUE_AFTER_SECONDS", default=60.0)
@@ -278,4 +278,5 @@ SANDBOX_IDLE_SECONDS = env.float("SANDBOX_IDLE_SECONDS", default=600.0)
 SANDBOX_POOL_SIZE = env.int("SANDBOX_POOL_SIZE", default=2)
 SANDBOX_OUTPUT_BYTES = env.int("SANDBOX_OUTPUT_BYTES", default=65536)
 SANDBOX_MAX_FILE_BYTES = env.int("SANDBOX_MAX_FILE_BYTES", default=67108864)
-SANDBOX_STATE_DIR = env.str("SANDBOX_STATE_DIR", default=str(DATA_DIR / "sandbox"))
+# Empty: the sandbox library's host-wide default (<tmp>/agents-sandbox-last-use).
+SANDBOX_STATE_DIR = env.str("SANDBOX_STATE_DIR", default="")
