@@ -6,13 +6,17 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: install install-dev install-engine run test bench bench-runs lint typecheck format clean-data help
+.PHONY: install install-dev install-engine run test bench bench-runs bench-retrieval bench-sandbox bench-context sandbox-image lint typecheck format clean-data help
 
 help:
 	@echo "make run    - run the platform (API, worker, embedded PostgreSQL, Redis, model engine)"
 	@echo "make test   - run the whole test suite against the same embedded stack"
 	@echo "make bench  - run the benchmarks (bench/), printing figures"
 	@echo "make bench-runs - only the runs benchmark (bench/runs_bench.py)"
+	@echo "make bench-retrieval - retrieval quality, HNSW latency/recall, ingestion (bench/retrieval_bench.py)"
+	@echo "make sandbox-image - build the code interpreter's Docker image (needs root + Docker)"
+	@echo "make bench-sandbox - only the code interpreter benchmark (bench/sandbox_bench.py)"
+	@echo "make bench-context - prompt-prefix stability and context assembly cost (bench/context_bench.py)"
 	@echo "make lint   - ruff; make typecheck - mypy"
 
 $(PY):
@@ -58,6 +62,15 @@ bench: install-dev
 bench-runs: install-dev
 	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/runs_bench.py $(BENCH_RUNS_ARGS)
 
+# Ingests a test collection (default ../shared/data/cranfield) through the
+# platform and searches it through the API; no chat model is needed.
+bench-retrieval: install-dev
+	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/retrieval_bench.py $(BENCH_RETRIEVAL_ARGS)
+
+# Infinite threads: no model is called (the summarizer is a stub there).
+bench-context: install-dev
+	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/context_bench.py $(BENCH_CONTEXT_ARGS)
+
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -68,3 +81,14 @@ typecheck: install-dev
 format: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# The code interpreter's image, built offline with debootstrap + docker import
+# (sandbox/image/build.py): about 4 minutes the first time, then skipped while
+# an image of the same inputs exists. `make test` does not build it (CI does,
+# in .ci/run); without it the Docker tests skip, or fail in CI.
+sandbox-image: install
+	$(PY) -m sandbox.image.build
+
+# Talks to Docker only (no database, no engine).
+bench-sandbox: install-dev
+	$(PY) bench/sandbox_bench.py $(BENCH_SANDBOX_ARGS)

@@ -12,12 +12,21 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from assistants.models import Assistant, Message, Run, RunStep, Thread
+from assistants.models import (
+    Assistant,
+    Message,
+    Run,
+    RunStep,
+    Thread,
+    ThreadSummary,
+)
 
 PREVIEW_CHARS = 80
+INLINE_MESSAGES = 50
 
 
 def message_preview(message: Message) -> str:
@@ -51,6 +60,14 @@ class MessageInline(admin.TabularInline):
     ordering = ("seq",)
     show_change_link = True
     can_delete = False
+    verbose_name_plural = f"messages (the newest {INLINE_MESSAGES})"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        # A thread may hold millions of messages: show the newest few (the
+        # Messages page searches by thread id for the rest).
+        queryset = super().get_queryset(request)
+        newest = queryset.order_by("-seq").values("pk")[:INLINE_MESSAGES]
+        return queryset.filter(pk__in=Subquery(newest))
 
     @admin.display(description="content")
     def preview(self, obj: Message) -> str:
@@ -68,17 +85,74 @@ class MessageInline(admin.TabularInline):
         return False
 
 
+class ThreadSummaryInline(admin.TabularInline):
+    """The thread's memory (assistants/runs/memory.py): read-only."""
+
+    model = ThreadSummary
+    extra = 0
+    fields = ("level", "from_seq", "until_seq", "message_count", "token_count", "text")
+    readonly_fields = fields
+    ordering = ("from_seq", "level")
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ThreadSummary)
+class ThreadSummaryAdmin(admin.ModelAdmin):
+    list_display = (
+        "thread",
+        "level",
+        "from_seq",
+        "until_seq",
+        "message_count",
+        "token_count",
+        "model",
+        "created_at",
+    )
+    list_filter = ("level",)
+    search_fields = ("thread__id",)
+    readonly_fields = (
+        "thread",
+        "from_seq",
+        "until_seq",
+        "level",
+        "message_count",
+        "token_count",
+        "model",
+        "created_at",
+    )
+    fields = (*readonly_fields, "text")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
 @admin.register(Thread)
 class ThreadAdmin(admin.ModelAdmin):
     list_display = ("id", "project", "created_at")
     list_filter = ("project__organization", "project")
     list_select_related = ("project__organization",)
     search_fields = ("id", "project__name")
-    fields = ("id", "project", "created_at", "metadata", "tool_resources")
+    fields = (
+        "id",
+        "project",
+        "created_at",
+        "metadata",
+        "tool_resources",
+        "context_boundary_seq",
+    )
     # tool_resources ids are ownership-checked by the API; not editable here.
-    readonly_fields = ("id", "project", "created_at", "tool_resources")
+    readonly_fields = (
+        "id",
+        "project",
+        "created_at",
+        "tool_resources",
+        "context_boundary_seq",
+    )
     ordering = ("-seq",)
-    inlines = [MessageInline]
+    inlines = [ThreadSummaryInline, MessageInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

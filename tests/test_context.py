@@ -18,7 +18,7 @@ from assistants.runs import context, memory
 from assistants.runs.executor import run_execute
 from assistants.tasks import thread_summarize_task
 from core.services.models import language_model_register
-from tests.conftest import Tenant
+from tests.conftest import Tenant, admin_url
 
 pytest_plugins = ["tests.fake_engine"]
 # Committed data: the executor runs here and manages its own transactions.
@@ -303,3 +303,33 @@ def test_runs_of_a_thread_stick_to_one_replica_and_fail_over(
     run_execute(run.id)
     run.refresh_from_db()
     assert run.status == "completed"
+
+
+def test_the_admin_shows_a_threads_summaries_and_only_its_newest_messages(
+    tenant: Tenant, small_model: Any
+) -> None:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from assistants.admin import INLINE_MESSAGES
+
+    thread = _thread(tenant, [f"message {i}" for i in range(INLINE_MESSAGES + 10)])
+    ThreadSummary.objects.create(
+        thread=thread,
+        from_seq=0,
+        until_seq=1,
+        message_count=1,
+        text="They agreed on a budget of 40 euros.",
+        token_count=10,
+        model="small-model",
+    )
+    admin = get_user_model().objects.create_superuser(
+        username=f"op-{thread.id}", password="pw-for-tests"
+    )
+    browser = Client()
+    browser.force_login(admin)
+    page = browser.get(admin_url("assistants.thread", thread.id))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "They agreed on a budget of 40 euros." in html
+    assert f"message {INLINE_MESSAGES + 9}" in html and "message 9<" not in html
