@@ -109,3 +109,22 @@ def test_a_function_call(sdk: Any, real_assistant: Any) -> None:
     arguments = json.loads(call.function.arguments)
     assert isinstance(arguments.get("city"), str)
     sdk.beta.threads.runs.cancel(run_id=run.id, thread_id=_thread.id)
+
+
+def test_prompt_tokens_are_counted_by_the_engines_own_tokenizer(
+    sdk: Any, real_assistant: Any, django_db_blocker: Any
+) -> None:
+    from assistants.models import Message
+    from assistants.runs import tokens
+    from core.models import LanguageModel
+
+    thread, run = _run(sdk, real_assistant, "Count me, please.", tool_choice="none")
+    assert run.status == "completed", run.last_error
+    with django_db_blocker.unblock():
+        model = LanguageModel.objects.get(pk=REAL_MODEL)
+        ids = tokens.tokenize(model, "Count me, please.")
+        question = Message.objects.get(thread_id=thread.id, role="user")
+    assert ids and all(isinstance(i, int) for i in ids)
+    # The stored count is the tokenizer's, plus the template's overhead.
+    assert question.token_model == REAL_MODEL
+    assert question.token_count == len(ids) + tokens.MESSAGE_OVERHEAD

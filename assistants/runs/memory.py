@@ -67,9 +67,20 @@ def summarize_if_due(run: Run, model: LanguageModel, window: Context) -> None:
     _enqueue(run.thread_id, model.id, window.budget)
 
 
+# One wake-up per thread per this many seconds: while the summarizer works,
+# every run of the thread would otherwise enqueue another task.
+ENQUEUE_DEDUPE_SECONDS = 30
+
+
 def _enqueue(thread_id: str, model_id: str, budget: int) -> None:
+    from assistants.runs import events
     from assistants.tasks import thread_summarize_task
 
+    fresh = events.client().set(
+        f"agents:summarize:{thread_id}", 1, nx=True, ex=ENQUEUE_DEDUPE_SECONDS
+    )
+    if not fresh:
+        return
     transaction.on_commit(
         lambda: thread_summarize_task.delay(thread_id, model_id, budget)
     )

@@ -15,9 +15,11 @@ gets budgets within a few percent.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -106,10 +108,28 @@ def tokenize(model: LanguageModel, text: str) -> list[int] | None:
     return [int(t) for t in tokens] if isinstance(tokens, list) else None
 
 
+# Counts of texts seen again and again (instructions, tool definitions),
+# per model: a run's prompt then costs no tokenizer round trip for them.
+_COUNT_CACHE_SIZE = 4096
+_counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+
 def count(model: LanguageModel, text: str) -> int:
-    tokens = tokenize(model, text) if text else []
+    if not text:
+        return 0
+    key = (model.id, hashlib.blake2b(text.encode(), digest_size=16).hexdigest())
+    with _lock:
+        cached = _counts.get(key)
+        if cached is not None:
+            _counts.move_to_end(key)
+            return cached
+    tokens = tokenize(model, text)
     if tokens is None:
-        return estimate(text, model.id)
+        return estimate(text, model.id)  # not cached: calibration moves it
+    with _lock:
+        _counts[key] = len(tokens)
+        if len(_counts) > _COUNT_CACHE_SIZE:
+            _counts.popitem(last=False)
     return len(tokens)
 
 
