@@ -50,6 +50,7 @@ from assistants.runs.tool_calls import (
     ToolResults,
     engine_tools,
     execute_server_calls,
+    publish_step_delta,
     publish_step_opened,
     run_tool_results,
     write_tool_step,
@@ -766,23 +767,10 @@ def _after_server_calls(
 def _require_action(run: Run, step: RunStep, *, usage: dict[str, Any]) -> None:
     """Hand the step's client function calls to the client."""
     tool_calls = step.step_details["tool_calls"]
-    events.publish(
-        run.id,
-        "thread.run.step.delta",
-        {
-            "id": step.id,
-            "object": "thread.run.step.delta",
-            "delta": {
-                "step_details": {
-                    "type": "tool_calls",
-                    "tool_calls": [
-                        {"index": i, **c}
-                        for i, c in enumerate(tool_calls)
-                        if c["type"] == "function"
-                    ],
-                }
-            },
-        },
+    publish_step_delta(
+        run,
+        step,
+        [(i, c) for i, c in enumerate(tool_calls) if c["type"] == "function"],
     )
     required = {
         "type": "submit_tool_outputs",

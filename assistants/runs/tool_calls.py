@@ -225,8 +225,10 @@ def write_tool_step(
 
 
 def publish_step_delta(
-    run: Run, step: RunStep, index: int, call: dict[str, Any]
+    run: Run, step: RunStep, calls: list[tuple[int, dict[str, Any]]]
 ) -> None:
+    """One ``thread.run.step.delta`` with ``calls`` as (index in the step,
+    the call's new or changed fields)."""
     events.publish(
         run.id,
         "thread.run.step.delta",
@@ -236,7 +238,7 @@ def publish_step_delta(
             "delta": {
                 "step_details": {
                     "type": "tool_calls",
-                    "tool_calls": [{"index": index, **call}],
+                    "tool_calls": [{"index": i, **call} for i, call in calls],
                 }
             },
         },
@@ -279,7 +281,7 @@ def execute_server_calls(
             _type: str = plugin.type,
         ) -> None:
             publish_step_delta(
-                run, step, _i, {"id": _id, "type": _type, _type: partial}
+                run, step, [(_i, {"id": _id, "type": _type, _type: partial})]
             )
 
         ctx = ToolCallContext(
@@ -324,7 +326,7 @@ def execute_server_calls(
         RunStep.objects.filter(pk=step.pk).update(
             step_details=step.step_details, tool_state=step.tool_state
         )
-        publish_step_delta(run, step, index, wire_call)
+        publish_step_delta(run, step, [(index, wire_call)])
 
 
 def publish_step_opened(run: Run, step: RunStep) -> None:
@@ -370,12 +372,16 @@ class InputStream:
             publish_step_delta(
                 self.run,
                 self.step,
-                index,
-                {
-                    "id": self.ids[index],
-                    "type": plugin.type,
-                    plugin.type: {"input": value[already:]},
-                },
+                [
+                    (
+                        index,
+                        {
+                            "id": self.ids[index],
+                            "type": plugin.type,
+                            plugin.type: {"input": value[already:]},
+                        },
+                    )
+                ],
             )
 
     def _open(self, index: int, call: dict[str, str]) -> None:
