@@ -51,11 +51,12 @@ class EngineTools:
 
 
 def engine_tools(run: Run) -> EngineTools:
-    functions: list[dict[str, Any]] = []
+    """The run's tools as function definitions, in the run's order."""
+    entries: list[tuple[bool, dict[str, Any]]] = []  # (is a server tool, def)
     server: dict[str, tuple[ServerTool, dict[str, Any]]] = {}
     for tool in run.tools or []:
         if tool.get("type") == "function":
-            functions.append(tool)
+            entries.append((False, tool))
             continue
         plugin = server_tool(tool["type"])
         if plugin is None:
@@ -65,14 +66,13 @@ def engine_tools(run: Run) -> EngineTools:
         # arguments go to our own code.
         fn["strict"] = True
         server[fn["name"]] = (plugin, tool)
-        functions.append({"type": "function", "function": fn})
-    # A client function that shares a server tool's name would be ambiguous.
-    names = [t["function"]["name"] for t in functions]
+        entries.append((True, {"type": "function", "function": fn}))
+    # A client function named like a server tool of the run would be
+    # ambiguous: the server tool's definition is the one the model sees.
     functions = [
-        t
-        for i, t in enumerate(functions)
-        if names.index(t["function"]["name"]) == i
-        or t["function"]["name"] not in server
+        definition
+        for is_server, definition in entries
+        if is_server or definition["function"]["name"] not in server
     ]
     return EngineTools(functions=functions, server=server)
 
