@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 
-from assistants.models import Message, Run, RunStep
+from assistants.models import Assistant, Message, Run, RunStep
 from assistants.runs import events
 from assistants.runs.annotations import Citable, MarkerFilter, annotate, strip_markers
 from assistants.runs.executor import run_execute
@@ -205,12 +206,23 @@ def engine(fake_engine: Any, django_db_blocker: Any) -> Any:
     return fake_engine
 
 
-def _queued_run(sdk: Any, tools: list[dict[str, Any]]) -> Any:
+def _queued_run(sdk: Any, tools: list[dict[str, Any]], django_db_blocker: Any) -> Run:
+    """A queued run written straight to the database: no Celery wake-up, so
+    a live worker left by earlier tests cannot take it from this process
+    (whose registry has the stub plugins)."""
     assistant = sdk.beta.assistants.create(model=FAKE_MODEL, tools=tools)
     thread = sdk.beta.threads.create(
         messages=[{"role": "user", "content": "What is the capital of France?"}]
     )
-    return sdk.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    with django_db_blocker.unblock():
+        stored = Assistant.objects.get(pk=assistant.id)
+        return Run.objects.create(
+            project_id=stored.project_id,
+            thread_id=thread.id,
+            assistant_id=assistant.id,
+            model=FAKE_MODEL,
+            tools=stored.tools,
+        )
 
 
 def _events(run_id: str) -> list[tuple[str, Any]]:
@@ -229,7 +241,7 @@ def test_a_server_tool_turn_feeds_the_model_and_the_answer_cites_its_sources(
         {"tool_calls": [{"name": "file_search", "arguments": {"query": "capital"}}]},
         {"chunks": ["The capital is Par", "is [", "1].", " Nice."]},
     )
-    run = _queued_run(sdk, [{"type": "file_search"}])
+    run = _queued_run(sdk, [{"type": "file_search"}], django_db_blocker)
     with django_db_blocker.unblock():
         run_execute(run.id)
         done = Run.objects.get(pk=run.id)
@@ -277,7 +289,7 @@ def test_a_tool_error_goes_back_to_the_model_and_the_run_goes_on(
         {"tool_calls": [{"name": "file_search", "arguments": {"query": "fail"}}]},
         {"content": "I could not search."},
     )
-    run = _queued_run(sdk, [{"type": "file_search"}])
+    run = _queued_run(sdk, [{"type": "file_search"}], django_db_blocker)
     with django_db_blocker.unblock():
         run_execute(run.id)
         assert Run.objects.get(pk=run.id).status == "completed"
@@ -293,7 +305,7 @@ def test_code_input_streams_into_the_step_and_images_join_the_answer(
         {"tool_calls": [{"name": "code_interpreter", "arguments": {"code": "2+2"}}]},
         {"content": "It is 4, see sandbox:/mnt/data/c.png"},
     )
-    run = _queued_run(sdk, [{"type": "code_interpreter"}])
+    run = _queued_run(sdk, [{"type": "code_interpreter"}], django_db_blocker)
     with django_db_blocker.unblock():
         run_execute(run.id)
         assert Run.objects.get(pk=run.id).status == "completed"
@@ -345,7 +357,7 @@ def test_server_and_client_calls_in_one_turn_wait_for_the_clients_outputs(
         },
         {"content": "Paris [1], sunny."},
     )
-    run = _queued_run(sdk, [{"type": "file_search"}, weather])
+    run = _queued_run(sdk, [{"type": "file_search"}, weather], django_db_blocker)
     with django_db_blocker.unblock():
         run_execute(run.id)
     waiting = sdk.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id)
@@ -357,8 +369,15 @@ def test_server_and_client_calls_in_one_turn_wait_for_the_clients_outputs(
         thread_id=run.thread_id,
         tool_outputs=[{"tool_call_id": pending.id, "output": "sunny"}],
     )
+    # The submit wakes a worker: a live one left by earlier tests may take
+    # the second turn instead of this process (it has nothing to run on our
+    # side then), so execute here and wait for whichever did.
     with django_db_blocker.unblock():
         run_execute(run.id)
+        deadline = time.monotonic() + 30
+        while Run.objects.get(pk=run.id).status not in ("completed", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         assert Run.objects.get(pk=run.id).status == "completed"
         answer = Message.objects.get(run_id=run.id, role="assistant")
     replayed = engine.requests()[1]["messages"]

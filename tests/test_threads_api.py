@@ -258,10 +258,13 @@ def test_the_admin_shows_a_threads_messages_read_only(
     html = page.content.decode()
     assert "What is the airspeed of a swallow?" in html
     assert "African or European?" in html
-    formset = page.context["inline_admin_formsets"][0]
-    assert formset.has_add_permission is False
-    assert formset.has_change_permission is False
-    assert formset.has_delete_permission is False
+    # Messages and the thread's summaries: shown, never edited here.
+    formsets = page.context["inline_admin_formsets"]
+    assert len(formsets) == 2
+    for formset in formsets:
+        assert formset.has_add_permission is False
+        assert formset.has_change_permission is False
+        assert formset.has_delete_permission is False
 
     listing = admin_client.get(
         "/admin/assistants/message/", {"role__exact": "assistant", "q": thread_id}
