@@ -1,0 +1,1 @@
+"""The sandbox image: its build and the kernel that runs inside it."""
