@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: install install-dev install-engine run test bench bench-runs bench-retrieval bench-sandbox bench-context sandbox-image lint typecheck format clean-data help
+.PHONY: install install-dev install-engine run test bench bench-runs bench-retrieval bench-sandbox bench-context bench-store bench-store-chat sandbox-image lint typecheck format clean-data help
 
 help:
 	@echo "make run    - run the platform (API, worker, embedded PostgreSQL, Redis, model engine)"
@@ -17,6 +17,8 @@ help:
 	@echo "make sandbox-image - build the code interpreter's Docker image (needs root + Docker)"
 	@echo "make bench-sandbox - only the code interpreter benchmark (bench/sandbox_bench.py)"
 	@echo "make bench-context - prompt-prefix stability and context assembly cost (bench/context_bench.py)"
+	@echo "make bench-store - store home/search p50/p95 with 10,000 listings (bench/store_bench.py)"
+	@echo "make bench-store-chat - first streamed token: store browser chat vs the API (bench/store_chat_bench.py)"
 	@echo "make lint   - ruff; make typecheck - mypy"
 
 $(PY):
@@ -71,19 +73,27 @@ bench-retrieval: install-dev
 bench-context: install-dev
 	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/context_bench.py $(BENCH_CONTEXT_ARGS)
 
+# Store pages: no model is called.
+bench-store: install-dev
+	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/store_bench.py $(BENCH_STORE_ARGS)
+
+# Store chat in chromium (apt) against the API, with the scripted engine.
+bench-store-chat: install-dev
+	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/store_chat_bench.py $(BENCH_STORE_CHAT_ARGS)
+
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install-dev
-	$(VENV)/bin/mypy config core assistants tools sandbox
+	$(VENV)/bin/mypy config core assistants tools sandbox store
 
 format: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 # The code interpreter's image, built offline with debootstrap + docker import
-# (sandbox/image/build.py): about 4 minutes the first time, then skipped while
+# (sandbox/image/build.py): 4-7 minutes the first time, then skipped while
 # an image of the same inputs exists. `make test` does not build it (CI does,
 # in .ci/run); without it the Docker tests skip, or fail in CI.
 sandbox-image: install

@@ -8,9 +8,7 @@ from pgvector.django import HnswIndex, VectorField
 
 from core import ids
 from core.models import Project, PublicObject
-
-# all-MiniLM-L6-v2's size, as the retrieval chunks' column (tools.models).
-EMBEDDING_COLUMN_DIMENSIONS = 384
+from tools.models import EMBEDDING_COLUMN_DIMENSIONS
 
 
 def default_response_format() -> str:

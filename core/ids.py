@@ -74,5 +74,10 @@ def new_file_batch_id() -> str:
     return new_id("vsfb_")
 
 
+def new_vector_store_file_id() -> str:
+    # Internal only: on the wire a vector store file is named by its file id.
+    return new_id("vsf_")
+
+
 def new_tool_call_id() -> str:
     return new_id("call_")

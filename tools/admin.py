@@ -10,12 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
-from tools.models import File, Upload, UploadPart, VectorStore
+from tools.models import File, Upload, UploadPart, VectorStore, VectorStoreFile
 from tools.services.file import file_delete
 from tools.services.upload import upload_delete
+from tools.services.vector_store import (
+    vector_store_delete,
+    vector_store_file_delete,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -79,10 +84,101 @@ class UploadAdmin(ReadOnlyAdmin):
             upload_delete(upload=upload)
 
 
+class VectorStoreFileInline(admin.TabularInline):
+    model = VectorStoreFile
+    extra = 0
+    fields = ("file", "status", "chunk_count", "usage_bytes", "last_error")
+    readonly_fields = fields
+    can_delete = False
+    ordering = ("seq",)
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(VectorStore)
 class VectorStoreAdmin(admin.ModelAdmin):
-    list_display = ("id", "name", "status", "usage_bytes", "project", "created_at")
+    list_display = (
+        "id",
+        "name",
+        "project",
+        "files",
+        "failed",
+        "chunks",
+        "expires_at",
+        "created_at",
+    )
     list_filter = ("status", "project")
     search_fields = ("id", "name", "project__name")
     list_select_related = ("project",)
     readonly_fields = ("id", "created_at", "usage_bytes", "last_active_at")
+    inlines = [VectorStoreFileInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[VectorStore]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_files=Count("files", distinct=True),
+                n_failed=Count(
+                    "files", filter=Q(files__status="failed"), distinct=True
+                ),
+                n_chunks=Coalesce(Sum("files__chunk_count"), 0),
+            )
+        )
+
+    @admin.display(ordering="n_files")
+    def files(self, obj: Any) -> int:
+        return int(obj.n_files)
+
+    @admin.display(ordering="n_failed")
+    def failed(self, obj: Any) -> int:
+        return int(obj.n_failed)
+
+    @admin.display(ordering="n_chunks")
+    def chunks(self, obj: Any) -> int:
+        return int(obj.n_chunks)
+
+    def delete_model(self, request: HttpRequest, obj: VectorStore) -> None:
+        vector_store_delete(vector_store=obj)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[VectorStore]
+    ) -> None:
+        for store in queryset:
+            vector_store_delete(vector_store=store)
+
+
+@admin.register(VectorStoreFile)
+class VectorStoreFileAdmin(ReadOnlyAdmin):
+    """Ingestion status per file; filter on ``failed`` for the failures and
+    their reasons."""
+
+    list_display = (
+        "file",
+        "vector_store",
+        "status",
+        "error_code",
+        "chunk_count",
+        "usage_bytes",
+        "attempts",
+        "created_at",
+    )
+    list_filter = ("status",)
+    search_fields = ("file__id", "file__filename", "vector_store__id")
+    list_select_related = ("file", "vector_store")
+
+    @admin.display(description="error")
+    def error_code(self, obj: VectorStoreFile) -> str:
+        error = obj.last_error or {}
+        return f"{error.get('code', '')}: {error.get('message', '')}" if error else ""
+
+    def delete_model(self, request: HttpRequest, obj: VectorStoreFile) -> None:
+        vector_store_file_delete(vector_store_file=obj)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[VectorStoreFile]
+    ) -> None:
+        for row in queryset:
+            vector_store_file_delete(vector_store_file=row)

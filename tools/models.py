@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.utils import timezone
+from pgvector.django import HnswIndex, VectorField
 
 from core import ids
 from core.models import Project, PublicObject
@@ -30,6 +33,12 @@ UPLOADABLE_PURPOSES = (
     "fine-tune",
     "evals",
 )
+
+
+# The chunks table's vector size: all-MiniLM-L6-v2's. Another embedding
+# model with another size needs a migration that changes the column (and
+# EMBEDDING_DIMENSIONS set to match).
+EMBEDDING_COLUMN_DIMENSIONS = 384
 
 
 def file_storage_path(instance: File, filename: str) -> str:
@@ -152,3 +161,133 @@ class VectorStore(PublicObject):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.name})"
+
+
+class VectorStoreFileBatch(PublicObject):
+    """Files added together; its status and counts come from its files."""
+
+    id = models.CharField(
+        primary_key=True, max_length=64, default=ids.new_file_batch_id, editable=False
+    )
+    vector_store = models.ForeignKey(
+        VectorStore, on_delete=models.CASCADE, related_name="file_batches"
+    )
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class VectorStoreFile(PublicObject):
+    """A file in a vector store, with its ingestion status. On the wire its
+    id is the file's id (one file appears at most once per store)."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    id = models.CharField(
+        primary_key=True,
+        max_length=64,
+        default=ids.new_vector_store_file_id,
+        editable=False,
+    )
+    vector_store = models.ForeignKey(
+        VectorStore, on_delete=models.CASCADE, related_name="files"
+    )
+    # Deleting a file takes it out of every store (and its chunks with it).
+    file = models.ForeignKey(
+        File, on_delete=models.CASCADE, related_name="vector_store_files"
+    )
+    batch = models.ForeignKey(
+        VectorStoreFileBatch,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="files",
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.IN_PROGRESS
+    )
+    # {"code": "server_error" | "unsupported_file" | "invalid_file", "message"}
+    last_error = models.JSONField(null=True, blank=True)
+    usage_bytes = models.BigIntegerField(default=0)
+    chunking_strategy = models.JSONField(default=dict)
+    attributes = models.JSONField(default=dict, blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    # Ingestion attempts begun: a file that kills its worker (and so comes
+    # back through acks_late) fails for good after a few.
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vector_store", "file"], name="vsf_one_per_store"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["vector_store", "seq"], name="vsf_store_seq"),
+            models.Index(
+                fields=["vector_store", "status", "seq"], name="vsf_store_status_seq"
+            ),
+            models.Index(fields=["batch", "seq"], name="vsf_batch_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_id} in {self.vector_store_id}"
+
+
+class Chunk(models.Model):
+    """One searchable span of a vector store file: its text, embedding and
+    full-text vector.
+
+    The foreign keys are plain columns for Django (``db_constraint=False``,
+    DO_NOTHING) and real ``ON DELETE CASCADE`` constraints in the database
+    (migration 0003): deleting a file or store then drops its chunks in one
+    statement instead of Django loading every chunk, embedding included.
+    ``attributes`` is a copy of the file's, so filters apply in the same
+    index scan as the vector or text search.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    vector_store = models.ForeignKey(
+        VectorStore, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    vector_store_file = models.ForeignKey(
+        VectorStoreFile,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="chunks",
+    )
+    file_id = models.CharField(max_length=64)
+    position = models.PositiveIntegerField()
+    text = models.TextField()
+    tokens = models.PositiveIntegerField()
+    attributes = models.JSONField(default=dict)
+    embedding = VectorField(dimensions=EMBEDDING_COLUMN_DIMENSIONS)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("text", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["vector_store_file", "position"], name="chunk_file_position"
+            ),
+            models.Index(fields=["vector_store"], name="chunk_store"),
+            HnswIndex(
+                name="chunk_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            GinIndex(fields=["search_vector"], name="chunk_search_vector"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_id}#{self.position}"

@@ -10,6 +10,11 @@ from core.errors import InvalidRequestError
 from core.models import Project
 from core.validation import Id, Input, Metadata
 from tools.selectors import files_require, vector_stores_require
+from tools.services.vector_store import (
+    ChunkingInput,
+    VectorStoreCreateInput,
+    vector_store_create,
+)
 
 
 class CodeInterpreterResources(Input):
@@ -17,8 +22,8 @@ class CodeInterpreterResources(Input):
 
 
 class VectorStoreSpec(Input):
-    file_ids: Annotated[list[Id], Field(max_length=10000)] | None = None
-    chunking_strategy: dict[str, Any] | None = None
+    file_ids: Annotated[list[Id], Field(max_length=500)] | None = None
+    chunking_strategy: ChunkingInput | None = None
     metadata: Metadata | None = None
 
 
@@ -41,8 +46,10 @@ def tool_resources_resolve(
     """Check ownership of every referenced object and return the stored shape.
 
     Raises InvalidRequestError (400, naming the field) for an id that is not
-    the project's. Inline ``vector_stores`` are created by the retrieval
-    issue's service; until then they are refused explicitly.
+    the project's. Inline ``vector_stores`` (create only) are created here,
+    with their files queued for ingestion when the caller's transaction
+    commits; call this inside the transaction that saves the owner so that
+    a failed create leaves no store behind.
     """
     if resources is None:
         return {}
@@ -64,11 +71,17 @@ def tool_resources_resolve(
                     "Provide either 'vector_store_ids' or 'vector_stores', not both.",
                     param=f"{param}.file_search",
                 )
-            raise InvalidRequestError(
-                "Creating vector stores inline is not supported yet; create the "
-                "vector store first and pass its id in 'vector_store_ids'.",
-                param=f"{param}.file_search.vector_stores",
+            spec = fs.vector_stores[0]
+            store = vector_store_create(
+                project=project,
+                data=VectorStoreCreateInput(
+                    file_ids=spec.file_ids,
+                    chunking_strategy=spec.chunking_strategy,
+                    metadata=spec.metadata,
+                ),
+                param=f"{param}.file_search.vector_stores[0].file_ids",
             )
+            vs_ids = [store.id]
         vector_stores_require(
             project=project,
             vector_store_ids=vs_ids,
