@@ -21,6 +21,7 @@ from assistants.runs.memory import thread_summarize
 from assistants.runs.reaper import runs_reap
 from tools.services.file import files_expire_due
 from tools.services.upload import uploads_expire_due
+from tools.services.vector_store import vector_stores_expire_due
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,11 @@ class _ReaperThread(threading.Thread):
                 report = runs_reap()
                 if any(vars(report).values()):
                     logger.info("reaper: %s", vars(report))
-                # Expired uploads and files: the same sweep, the same safety.
+                # Expired uploads, files and vector stores: the same sweep,
+                # the same safety (each move is a conditional UPDATE).
                 uploads_expire_due()
                 files_expire_due()
+                vector_stores_expire_due()
             except Exception:
                 logger.exception("reaper sweep failed")
             finally:

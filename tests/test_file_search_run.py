@@ -111,3 +111,49 @@ def test_a_run_searches_both_stores_and_cites_the_result(sdk: Any, engine: Any) 
     assert 0 <= first.start_index < first.end_index <= len(answer.value)
     assert "1642" in answer.value[first.start_index : first.end_index]
     assert "Quinces" in answer.value[second.start_index : second.end_index]
+
+
+def test_files_attached_for_file_search_go_into_the_threads_own_store(
+    sdk: Any, engine: Any
+) -> None:
+    first = sdk.files.create(
+        file=("moon.txt", io.BytesIO(b"The moon base is called Tycho Deep.")),
+        purpose="assistants",
+    ).id
+    second = sdk.files.create(
+        file=("mars.txt", io.BytesIO(b"The Mars rover is named Pathwalker.")),
+        purpose="assistants",
+    ).id
+    file_search = [{"type": "file_search"}]
+    thread = sdk.beta.threads.create(
+        messages=[
+            {
+                "role": "user",
+                "content": "Read this.",
+                "attachments": [{"file_id": first, "tools": file_search}],
+            }
+        ]
+    )
+    (store_id,) = thread.tool_resources.file_search.vector_store_ids
+    store = sdk.vector_stores.retrieve(store_id)
+    assert store.expires_after is not None and store.expires_after.days == 7
+    # A later attachment joins the same store; one for code only does not.
+    sdk.beta.threads.messages.create(
+        thread.id,
+        role="user",
+        content="And this.",
+        attachments=[
+            {"file_id": second, "tools": file_search},
+            {"file_id": first, "tools": [{"type": "code_interpreter"}]},
+        ],
+    )
+    again = sdk.beta.threads.retrieve(thread.id)
+    assert again.tool_resources.file_search.vector_store_ids == [store_id]
+    deadline = time.monotonic() + 120
+    while sdk.vector_stores.retrieve(store_id).file_counts.completed < 2:
+        assert time.monotonic() < deadline, "ingestion stuck"
+        time.sleep(0.2)
+    listed = {f.id for f in sdk.vector_stores.files.list(store_id)}
+    assert listed == {first, second}
+    hits = sdk.vector_stores.search(store_id, query="name of the rover on Mars")
+    assert hits.data[0].file_id == second

@@ -58,7 +58,10 @@ def _apply(assistant: Assistant, data: AssistantFields, *, project: Project) -> 
         assistant.response_format = response_format_to_wire(data.response_format)
 
 
+@transaction.atomic
 def assistant_create(*, project: Project, data: AssistantCreateInput) -> Assistant:
+    """One transaction: inline vector stores in ``tool_resources`` are
+    created with the assistant or not at all."""
     language_model_require(model_id=data.model)
     assistant = Assistant(project=project, model=data.model)
     _apply(assistant, data, project=project)

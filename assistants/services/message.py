@@ -242,6 +242,67 @@ def messages_build(
     return messages
 
 
+# As OpenAI does for a thread's own store: expires a week after last use.
+THREAD_STORE_EXPIRY_DAYS = 7
+
+
+def thread_attachments_index(*, thread: Thread, messages: Sequence[Message]) -> None:
+    """Put files attached for ``file_search`` into the thread's vector store,
+    created on first use and named in the thread's ``tool_resources``; they
+    are ingested once the transaction commits.
+
+    The caller holds the thread's row lock (or created the thread) inside a
+    transaction. The files were checked to be the project's already.
+    """
+    from tools.models import VectorStore
+    from tools.services.vector_store import (
+        ExpiresAfter,
+        VectorStoreCreateInput,
+        VectorStoreFileCreateInput,
+        vector_store_create,
+        vector_store_file_add,
+    )
+
+    file_ids = list(
+        dict.fromkeys(
+            item["file_id"]
+            for message in messages
+            for item in message.attachments or []
+            if any(t.get("type") == "file_search" for t in item.get("tools") or [])
+        )
+    )
+    if not file_ids:
+        return
+    resources = dict(thread.tool_resources or {})
+    store_ids = list((resources.get("file_search") or {}).get("vector_store_ids") or [])
+    store = (
+        VectorStore.objects.filter(
+            pk=store_ids[0], project_id=thread.project_id
+        ).first()
+        if store_ids
+        else None
+    )
+    if store is not None:
+        for file_id in file_ids:
+            vector_store_file_add(
+                vector_store=store, data=VectorStoreFileCreateInput(file_id=file_id)
+            )
+        return
+    store = vector_store_create(
+        project=thread.project,
+        data=VectorStoreCreateInput(
+            name=f"thread {thread.id}",
+            file_ids=file_ids,
+            expires_after=ExpiresAfter(
+                anchor="last_active_at", days=THREAD_STORE_EXPIRY_DAYS
+            ),
+        ),
+    )
+    resources["file_search"] = {"vector_store_ids": [store.id]}
+    thread.tool_resources = resources
+    Thread.objects.filter(pk=thread.pk).update(tool_resources=resources)
+
+
 @transaction.atomic
 def message_create(
     *, project: Project, thread_id: str, data: MessageCreateInput
@@ -261,6 +322,7 @@ def message_create(
     thread_assert_no_active_run(thread=locked)
     (message,) = messages_build(project=locked.project, thread=locked, inputs=[data])
     message.save()
+    thread_attachments_index(thread=locked, messages=[message])
     return message
 
 

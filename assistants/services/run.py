@@ -31,7 +31,11 @@ from assistants.selectors import (
     assistant_get,
     thread_lock_scoped,
 )
-from assistants.services.message import MessageCreateInput, messages_build
+from assistants.services.message import (
+    MessageCreateInput,
+    messages_build,
+    thread_attachments_index,
+)
 from assistants.services.thread import ThreadCreateInput, thread_create
 from core.errors import InvalidRequestError, NotFoundError
 from core.models import Project
@@ -258,6 +262,7 @@ def run_create(
             param="additional_messages",
         )
         Message.objects.bulk_create(messages)
+        thread_attachments_index(thread=locked, messages=messages)
         run.heartbeat_at = timezone.now()  # when it was last enqueued
         _insert_run(run)
         _announce_and_enqueue(run)

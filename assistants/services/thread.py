@@ -7,7 +7,11 @@ from pydantic import Field
 
 from assistants.models import Message, Thread
 from assistants.selectors import thread_lock_scoped
-from assistants.services.message import MessageCreateInput, messages_build
+from assistants.services.message import (
+    MessageCreateInput,
+    messages_build,
+    thread_attachments_index,
+)
 from core.models import Project
 from core.validation import Input, Metadata
 from tools.resources import ToolResourcesInput, tool_resources_resolve
@@ -35,25 +39,30 @@ class ThreadUpdateInput(Input):
 def thread_create(*, project: Project, data: ThreadCreateInput) -> Thread:
     """A thread with its initial messages, in request order.
 
-    Every check runs before the first write, and the writes share one
-    transaction: a bad ``messages[3]`` leaves neither the thread nor
-    ``messages[0..2]`` behind. Raises InvalidRequestError naming the field.
+    Everything happens in one transaction: a bad ``messages[3]`` leaves
+    neither the thread, nor ``messages[0..2]``, nor an inline vector store of
+    its ``tool_resources`` behind. Raises InvalidRequestError naming the
+    field.
     """
-    thread = Thread(
-        project=project,
-        metadata=data.metadata or {},
-        tool_resources=tool_resources_resolve(
-            project=project, resources=data.tool_resources
-        ),
-    )
-    messages = messages_build(
-        project=project, thread=thread, inputs=data.messages or [], param="messages"
-    )
     with transaction.atomic():
+        thread = Thread(
+            project=project,
+            metadata=data.metadata or {},
+            tool_resources=tool_resources_resolve(
+                project=project, resources=data.tool_resources
+            ),
+        )
+        messages = messages_build(
+            project=project,
+            thread=thread,
+            inputs=data.messages or [],
+            param="messages",
+        )
         thread.save()
         # One multi-row INSERT: PostgreSQL draws `seq` for the rows in VALUES
         # order, so the list order is the order the client sent.
         Message.objects.bulk_create(messages)
+        thread_attachments_index(thread=thread, messages=messages)
     return thread
 
 
