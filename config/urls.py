@@ -23,8 +23,10 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="openapi"), name="redoc"),
     path("admin/", admin.site.urls),
+    path("store/", include("store.urls")),
 ]
 
 handler400 = "core.views.bad_request"
-handler404 = "core.views.not_found"
+# HTML for the store's pages, the API's JSON error body everywhere else.
+handler404 = "store.views.page_not_found"
 handler500 = "core.views.server_error"

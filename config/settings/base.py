@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "core",
     "tools",
     "assistants",
+    "store",
 ]
 
 MIDDLEWARE = [
@@ -280,3 +281,12 @@ SANDBOX_OUTPUT_BYTES = env.int("SANDBOX_OUTPUT_BYTES", default=65536)
 SANDBOX_MAX_FILE_BYTES = env.int("SANDBOX_MAX_FILE_BYTES", default=67108864)
 # Empty: the sandbox library's host-wide default (<tmp>/agents-sandbox-last-use).
 SANDBOX_STATE_DIR = env.str("SANDBOX_STATE_DIR", default="")
+
+# Store (store/): web accounts, and the quotas that keep the public from
+# draining an owner's model budget. Counters live in Redis, per UTC day.
+LOGIN_URL = "/store/accounts/login"
+LOGIN_REDIRECT_URL = "/store/"
+LOGOUT_REDIRECT_URL = "/store/"
+STORE_ANON_RUNS_PER_IP = env.int("STORE_ANON_RUNS_PER_IP", default=30)
+STORE_ANON_RUNS_PER_IP_LISTING = env.int("STORE_ANON_RUNS_PER_IP_LISTING", default=10)
+STORE_USER_RUNS_PER_DAY = env.int("STORE_USER_RUNS_PER_DAY", default=200)

@@ -1,0 +1,83 @@
+"""The visitor's view of a run's event stream.
+
+The API's SSE stream carries whole run objects, instructions included; a
+store visitor must never see those. This re-frames the same Redis stream
+(assistants.runs.streaming.run_events) into three small events:
+
+``delta``   ``{"text": "..."}`` text as it is generated,
+``message`` ``{"id", "html"}`` a completed assistant message, rendered safely,
+``status``  ``{"status", "error"}`` when the run ends,
+
+then ``done``. Frame ids are the stream's, so Last-Event-ID resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from assistants.runs.streaming import DONE, frame, run_events
+from store.markdown import render_content
+
+
+def _parse(raw: bytes) -> tuple[str | None, str, bytes]:
+    entry_id: str | None = None
+    event = ""
+    data = b""
+    for line in raw.split(b"\n"):
+        if line.startswith(b"id: "):
+            entry_id = line[4:].decode()
+        elif line.startswith(b"event: "):
+            event = line[7:].decode()
+        elif line.startswith(b"data: "):
+            data = line[6:]
+    return entry_id, event, data
+
+
+def _visitor_frame(event: str, payload: Any, file_url: str) -> tuple[str, Any] | None:
+    if event == "thread.message.delta":
+        parts = (payload.get("delta") or {}).get("content") or []
+        text = "".join(
+            str((p.get("text") or {}).get("value") or "")
+            for p in parts
+            if p.get("type") == "text"
+        )
+        return ("delta", {"text": text}) if text else None
+    if event == "thread.message.completed" and payload.get("role") == "assistant":
+        html = str(render_content(payload.get("content") or [], file_url=file_url))
+        return "message", {"id": payload.get("id"), "html": html}
+    if event.startswith("thread.run.") and event.count(".") == 2:
+        status = event.rsplit(".", 1)[1]
+        if status in {"completed", "failed", "cancelled", "expired", "incomplete"}:
+            error = (payload.get("last_error") or {}).get("message")
+            return "status", {"status": status, "error": error}
+        if status == "requires_action":
+            # The store cannot answer function calls for the visitor.
+            return "status", {
+                "status": status,
+                "error": "This assistant needs a tool the store cannot run.",
+            }
+    if event == "error":
+        return "status", {"status": "failed", "error": "The run failed."}
+    return None
+
+
+async def visitor_events(
+    run_id: str, *, after: str = "0-0", file_url: str
+) -> AsyncIterator[bytes]:
+    async for raw in run_events(run_id, after=after):
+        if raw == DONE or raw.startswith(b":"):
+            yield raw
+            continue
+        entry_id, event, data = _parse(raw)
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(payload, dict):
+            continue
+        out = _visitor_frame(event, payload, file_url)
+        if out is not None:
+            yield frame(out[0], orjson.dumps(out[1]), entry_id)
