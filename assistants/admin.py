@@ -52,7 +52,21 @@ class AssistantAdmin(admin.ModelAdmin):
     ordering = ("-seq",)
 
 
-class MessageInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    """A thread's history and memory are shown as written: an inline never
+    adds, edits or deletes (a message's own page can change its metadata)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MessageInline(ReadOnlyInline):
     model = Message
     extra = 0
     fields = ("id", "role", "status", "preview", "run_id", "created_at")
@@ -73,19 +87,8 @@ class MessageInline(admin.TabularInline):
     def preview(self, obj: Message) -> str:
         return message_preview(obj)
 
-    # A thread's history is shown as written: the inline never adds, edits
-    # or deletes (the message's own page can change its metadata).
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class ThreadSummaryInline(admin.TabularInline):
+class ThreadSummaryInline(ReadOnlyInline):
     """The thread's memory (assistants/runs/memory.py): read-only."""
 
     model = ThreadSummary
@@ -94,15 +97,6 @@ class ThreadSummaryInline(admin.TabularInline):
     readonly_fields = fields
     ordering = ("from_seq", "level")
     can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(ThreadSummary)

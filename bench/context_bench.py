@@ -39,43 +39,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-RESULTS_DIR = BASE_DIR / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import (  # noqa: E402  (needs the project root on sys.path)
+    BASE_DIR,
+    RESULTS_DIR,
+    WORDS,
+    django_path_setup,
+)
 
-WORDS = [
-    "garden",
-    "river",
-    "budget",
-    "invoice",
-    "meeting",
-    "travel",
-    "python",
-    "kernel",
-    "summary",
-    "rocket",
-    "violin",
-    "harbour",
-    "pepper",
-    "lantern",
-    "quarter",
-    "orbit",
-    "ledger",
-    "canvas",
-    "meadow",
-    "signal",
-    "thunder",
-    "almond",
-    "copper",
-    "falcon",
-    "marble",
-    "nectar",
-    "pillow",
-    "saddle",
-    "timber",
-    "velvet",
-]
+django_path_setup()
 
 
 def _sentence(rng: random.Random, lo: int, hi: int) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -30,52 +29,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-RESULTS_DIR = BASE_DIR / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import (  # noqa: E402  (needs the project root on sys.path)
+    RESULTS_DIR,
+    WORDS,
+    django_path_setup,
+)
 
-WORDS = [
-    "garden",
-    "river",
-    "budget",
-    "invoice",
-    "meeting",
-    "travel",
-    "python",
-    "kernel",
-    "summary",
-    "rocket",
-    "violin",
-    "harbour",
-    "pepper",
-    "lantern",
-    "quarter",
-    "orbit",
-    "ledger",
-    "canvas",
-    "meadow",
-    "signal",
-    "thunder",
-    "almond",
-    "copper",
-    "falcon",
-    "marble",
-    "nectar",
-    "pillow",
-    "saddle",
-    "timber",
-    "velvet",
-    "tutor",
-    "recipe",
-    "fitness",
-    "poetry",
-    "contract",
-    "physics",
-    "chess",
-    "history",
-    "marketing",
-]
+django_path_setup()
 
 
 def pct(values: list[float], p: float) -> float:

@@ -558,6 +558,24 @@ def fake_engine(fake_engine_server: FakeEngine) -> FakeEngine:
     return fake_engine_server
 
 
+@pytest.fixture
+def registered_engine(fake_engine: FakeEngine, django_db_blocker: Any) -> FakeEngine:
+    """The fake engine, in the model registry as ``MODEL_ID``."""
+    from core.services.models import language_model_register
+
+    with django_db_blocker.unblock():
+        language_model_register(
+            name=MODEL_ID, base_urls=[fake_engine.url], context_window=8192
+        )
+    return fake_engine
+
+
+@pytest.fixture
+def engine(registered_engine: FakeEngine, live_worker: Any) -> FakeEngine:
+    """The registered fake engine with a live Celery worker running runs."""
+    return registered_engine
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0)

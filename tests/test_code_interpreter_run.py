@@ -19,7 +19,6 @@ import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 
-from core.services.models import language_model_register
 from sandbox import SandboxUnavailable, SessionManager, docker_client
 from tools.code_interpreter import runtime as ci
 from tools.models import File
@@ -197,16 +196,6 @@ def test_without_docker_the_call_fails_with_a_clear_permanent_error(
 
 
 # -- runs ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def engine(fake_engine: Any, live_worker: Any, django_db_blocker: Any) -> Any:
-    fake_engine.reset()
-    with django_db_blocker.unblock():
-        language_model_register(
-            name=FAKE_MODEL, base_urls=[fake_engine.url], context_window=8192
-        )
-    return fake_engine
 
 
 def _code_call(code: str) -> dict[str, Any]:

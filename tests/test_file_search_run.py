@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from core.services.models import language_model_register
 from tests.retrieval_samples import pdf_bytes
 
 pytestmark = pytest.mark.live
@@ -18,16 +17,6 @@ pytest_plugins = ["tests.fake_engine"]
 
 FAKE_MODEL = "fake-model"
 INCLUDE = "step_details.tool_calls[*].file_search.results[*].content"
-
-
-@pytest.fixture
-def engine(fake_engine: Any, live_worker: Any, django_db_blocker: Any) -> Any:
-    fake_engine.reset()
-    with django_db_blocker.unblock():
-        language_model_register(
-            name=FAKE_MODEL, base_urls=[fake_engine.url], context_window=8192
-        )
-    return fake_engine
 
 
 def _ingested_store(sdk: Any, name: str, data: bytes) -> tuple[str, str]:

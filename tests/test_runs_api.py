@@ -26,17 +26,6 @@ FAKE_MODEL = "fake-model"
 
 
 @pytest.fixture
-def engine(fake_engine: Any, live_worker: Any, django_db_blocker: Any) -> Any:
-    """The scripted engine, registered as FAKE_MODEL, with a worker running."""
-    fake_engine.reset()
-    with django_db_blocker.unblock():
-        language_model_register(
-            name=FAKE_MODEL, base_urls=[fake_engine.url], context_window=8192
-        )
-    return fake_engine
-
-
-@pytest.fixture
 def assistant(sdk: Any, engine: Any) -> Any:
     return sdk.beta.assistants.create(
         model=FAKE_MODEL, name="Helper", instructions="You are terse.", tools=[WEATHER]

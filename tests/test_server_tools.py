@@ -20,7 +20,6 @@ from assistants.runs import events
 from assistants.runs.annotations import Citable, MarkerFilter, annotate, strip_markers
 from assistants.runs.executor import run_execute
 from assistants.runs.tool_calls import partial_json_string
-from core.services.models import language_model_register
 from tools import runtime
 from tools.runtime import OutputFile, Source, ToolCallContext, ToolError, ToolOutcome
 
@@ -198,12 +197,9 @@ def stub_tools() -> Iterator[None]:
 
 
 @pytest.fixture
-def engine(fake_engine: Any, django_db_blocker: Any) -> Any:
-    with django_db_blocker.unblock():
-        language_model_register(
-            name=FAKE_MODEL, base_urls=[fake_engine.url], context_window=8192
-        )
-    return fake_engine
+def engine(registered_engine: Any) -> Any:
+    """No live worker here: this process executes the runs."""
+    return registered_engine
 
 
 def _queued_run(sdk: Any, tools: list[dict[str, Any]], django_db_blocker: Any) -> Run:

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from core.services.models import language_model_register
 from tests.store_helpers import PASSWORD, SECRET, clear_quotas
 
 pytestmark = pytest.mark.live
@@ -54,14 +53,10 @@ def _require_browser() -> Any:
 
 
 @pytest.fixture
-def engine(fake_engine: Any, live_worker: Any, django_db_blocker: Any) -> Any:
-    fake_engine.reset()
+def engine(registered_engine: Any, live_worker: Any, django_db_blocker: Any) -> Any:
     with django_db_blocker.unblock():
         clear_quotas()
-        language_model_register(
-            name=FAKE_MODEL, base_urls=[fake_engine.url], context_window=8192
-        )
-    return fake_engine
+    return registered_engine
 
 
 def test_sign_up_publish_find_chat_rate_and_share(

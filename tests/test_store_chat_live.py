@@ -10,7 +10,6 @@ import httpx
 import orjson
 import pytest
 
-from core.services.models import language_model_register
 from store.models import Listing
 from tests.store_helpers import SECRET, clear_quotas, make_listing, make_user
 
@@ -22,13 +21,9 @@ _CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
 @pytest.fixture
-def listing(fake_engine: Any, live_worker: Any, django_db_blocker: Any) -> Listing:
-    fake_engine.reset()
+def listing(engine: Any, django_db_blocker: Any) -> Listing:
     with django_db_blocker.unblock():
         clear_quotas()
-        language_model_register(
-            name=FAKE_MODEL, base_urls=[fake_engine.url], context_window=8192
-        )
         return make_listing(
             make_user(),
             model=FAKE_MODEL,
