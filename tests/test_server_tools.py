@@ -384,3 +384,46 @@ def test_server_and_client_calls_in_one_turn_wait_for_the_clients_outputs(
         "file-paris"
     )
     assert len(_StubSearch.calls) == 1  # not run again on the second turn
+
+
+def test_a_streamed_input_keeps_its_calls_id_beside_a_parallel_function_call(
+    sdk: Any, engine: Any, stub_tools: None, django_db_blocker: Any
+) -> None:
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+            },
+        },
+    }
+    engine.script(
+        {
+            "tool_calls": [
+                {"name": "get_weather", "arguments": {"city": "Paris"}},
+                {"name": "code_interpreter", "arguments": {"code": "6*7"}},
+            ]
+        }
+    )
+    run = _queued_run(sdk, [{"type": "code_interpreter"}, weather], django_db_blocker)
+    with django_db_blocker.unblock():
+        run_execute(run.id)
+        step = RunStep.objects.get(run_id=run.id, type="tool_calls")
+    function_call, code_call = step.step_details["tool_calls"]
+    assert function_call["type"] == "function"
+    assert code_call["code_interpreter"]["input"] == "6*7"
+    streamed = [
+        c
+        for name, d in _events(run.id)
+        if name == "thread.run.step.delta"
+        for c in d["delta"]["step_details"]["tool_calls"]
+        if "input" in c.get("code_interpreter", {})
+    ]
+    assert streamed and all(
+        c["index"] == 1 and c["id"] == code_call["id"] for c in streamed
+    )
+    waiting = sdk.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id)
+    (pending,) = waiting.required_action.submit_tool_outputs.tool_calls
+    assert pending.id == function_call["id"]

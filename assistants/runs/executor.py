@@ -479,7 +479,7 @@ def _stream_once(
                 writer.delta(chunk.content)
         for delta in chunk.tool_calls:
             out.add_call_delta(delta)
-            inputs.update(delta.index, out.calls[delta.index])
+            inputs.update(delta.index, out.calls)
         if chunk.finish_reason:
             out.finish_reason = chunk.finish_reason
         if chunk.usage is not None:

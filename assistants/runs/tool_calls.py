@@ -343,8 +343,10 @@ class InputStream:
     """Streams a server call's ``input`` (the code of code_interpreter) into
     the turn's step while the model is still writing it.
 
-    Opens the step at the first streamed call; ``write_tool_step`` later
-    fills it in with the finished calls (same ids, same key).
+    Opens the step at the first streamed call with every call known so far
+    (in index order, so ids match positions), adds calls that appear later,
+    and ``write_tool_step`` fills it in with the finished calls (same ids,
+    same key).
     """
 
     def __init__(self, run: Run, turn: int, engine: EngineTools) -> None:
@@ -355,7 +357,9 @@ class InputStream:
         self.ids: dict[int, str] = {}
         self.sent: dict[int, int] = {}
 
-    def update(self, index: int, call: dict[str, str]) -> None:
+    def update(self, index: int, calls: dict[int, dict[str, str]]) -> None:
+        """``calls``: the turn's calls so far by index; ``index`` changed."""
+        call = calls[index]
         entry = self.engine.server.get(call["name"])
         if entry is None or not entry[0].streamed_argument:
             return
@@ -363,8 +367,8 @@ class InputStream:
         value = partial_json_string(call["arguments"], entry[0].streamed_argument or "")
         if value is None:
             return
-        if self.step is None:
-            self._open(index, call)
+        if index not in self.ids:
+            self._write(calls)
         assert self.step is not None
         already = self.sent.get(index, 0)
         if len(value) > already:
@@ -384,21 +388,32 @@ class InputStream:
                 ],
             )
 
-    def _open(self, index: int, call: dict[str, str]) -> None:
-        key = f"{self.turn}:tools"
-        existing = RunStep.objects.filter(run=self.run, key=key).first()
-        calls = [{"name": call["name"], "arguments": ""}]
+    def _write(self, calls: dict[int, dict[str, str]]) -> None:
+        opening = self.step is None
+        existing = self.step or (
+            RunStep.objects.filter(run=self.run, key=f"{self.turn}:tools").first()
+        )
+        order = sorted(calls)
         step = write_tool_step(
             self.run,
             turn=self.turn,
-            calls=calls,
+            calls=[{"name": calls[i]["name"], "arguments": ""} for i in order],
             engine=self.engine,
             step_usage={},
             step=existing,
         )
-        self.ids[index] = step.step_details["tool_calls"][0]["id"]
+        wire = step.step_details["tool_calls"]
+        self.ids = {i: wire[position]["id"] for position, i in enumerate(order)}
         self.step = step
-        publish_step_opened(self.run, step)
+        if opening:
+            publish_step_opened(self.run, step)
+        else:
+            # Calls the step did not have yet, as the SDK's handler expects.
+            publish_step_delta(
+                self.run,
+                step,
+                [(i, wire[position]) for position, i in enumerate(order)],
+            )
 
 
 def partial_json_string(arguments: str, key: str) -> str | None:
