@@ -20,6 +20,7 @@ from assistants.runs import events
 from assistants.runs.annotations import Citable, MarkerFilter, annotate, strip_markers
 from assistants.runs.executor import run_execute
 from assistants.runs.tool_calls import partial_json_string
+from tests.conftest import WEATHER
 from tools import runtime
 from tools.runtime import OutputFile, Source, ToolCallContext, ToolError, ToolOutcome
 
@@ -334,16 +335,6 @@ def test_code_input_streams_into_the_step_and_images_join_the_answer(
 def test_server_and_client_calls_in_one_turn_wait_for_the_clients_outputs(
     sdk: Any, engine: Any, stub_tools: None, django_db_blocker: Any
 ) -> None:
-    weather = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-            },
-        },
-    }
     engine.script(
         {
             "tool_calls": [
@@ -353,7 +344,7 @@ def test_server_and_client_calls_in_one_turn_wait_for_the_clients_outputs(
         },
         {"content": "Paris [1], sunny."},
     )
-    run = _queued_run(sdk, [{"type": "file_search"}, weather], django_db_blocker)
+    run = _queued_run(sdk, [{"type": "file_search"}, WEATHER], django_db_blocker)
     with django_db_blocker.unblock():
         run_execute(run.id)
     waiting = sdk.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id)
@@ -389,16 +380,6 @@ def test_server_and_client_calls_in_one_turn_wait_for_the_clients_outputs(
 def test_a_streamed_input_keeps_its_calls_id_beside_a_parallel_function_call(
     sdk: Any, engine: Any, stub_tools: None, django_db_blocker: Any
 ) -> None:
-    weather = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-            },
-        },
-    }
     engine.script(
         {
             "tool_calls": [
@@ -407,7 +388,7 @@ def test_a_streamed_input_keeps_its_calls_id_beside_a_parallel_function_call(
             ]
         }
     )
-    run = _queued_run(sdk, [{"type": "code_interpreter"}, weather], django_db_blocker)
+    run = _queued_run(sdk, [{"type": "code_interpreter"}, WEATHER], django_db_blocker)
     with django_db_blocker.unblock():
         run_execute(run.id)
         step = RunStep.objects.get(run_id=run.id, type="tool_calls")
