@@ -402,10 +402,9 @@ def _engine_response_format(run: Run) -> dict[str, Any] | None:
 def _estimate_tokens(messages: list[dict[str, Any]], model_id: str) -> int:
     """A prompt's size by the calibrated estimate (engines that report no
     usage on a stream)."""
-    chars = sum(len(json.dumps(m.get("content") or "")) for m in messages)
-    return tokens.estimate("x" * chars, model_id) + tokens.MESSAGE_OVERHEAD * len(
-        messages
-    )
+    return tokens.estimate_chars(
+        tokens.prompt_chars(messages), model_id
+    ) + tokens.MESSAGE_OVERHEAD * len(messages)
 
 
 def _json_problem(text: str, run: Run) -> str | None:
@@ -624,10 +623,10 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
             request, writer, live_text=live_text, watch=watch, inputs=inputs
         )
         if outcome.reported and not model.capability("tokenize", None):
-            chars = sum(len(json.dumps(m.get("content") or "")) for m in messages)
             tokens.calibrate(
                 model.id,
-                estimated_chars=chars + (len(json.dumps(tools)) if tools else 0),
+                estimated_chars=tokens.prompt_chars(messages)
+                + (len(json.dumps(tools)) if tools else 0),
                 reported_tokens=outcome.prompt_tokens
                 - tokens.MESSAGE_OVERHEAD * len(messages),
             )

@@ -16,6 +16,7 @@ gets budgets within a few percent.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -51,10 +52,21 @@ def chars_per_token(model_id: str) -> float:
     return _chars_per_token.get(model_id, DEFAULT_CHARS_PER_TOKEN)
 
 
-def estimate(text: str, model_id: str) -> int:
-    if not text:
+def estimate_chars(chars: int, model_id: str) -> int:
+    """Tokens in ``chars`` characters, by the model's calibrated ratio."""
+    if chars <= 0:
         return 0
-    return math.ceil(len(text) / chars_per_token(model_id))
+    return math.ceil(chars / chars_per_token(model_id))
+
+
+def estimate(text: str, model_id: str) -> int:
+    return estimate_chars(len(text), model_id)
+
+
+def prompt_chars(messages: list[dict[str, Any]]) -> int:
+    """The characters of a chat prompt's contents, as the estimate and its
+    calibration count them."""
+    return sum(len(json.dumps(m.get("content") or "")) for m in messages)
 
 
 def calibrate(model_id: str, *, estimated_chars: int, reported_tokens: int) -> None:
