@@ -109,8 +109,9 @@ _SUMMARIES_SQL = (
 _MESSAGES_SQL = (
     "SELECT id, seq, role, content, token_count, token_model "
     "FROM assistants_message WHERE thread_id = %s AND seq > %s AND seq < %s "
-    "AND status <> 'in_progress' ORDER BY seq DESC LIMIT %s"
+    "AND status <> 'in_progress' ORDER BY seq {order} LIMIT %s"
 )
+_NO_UPPER_BOUND = 2**63 - 1
 
 
 def _summaries_of(thread_id: str) -> list[ThreadSummary]:
@@ -133,22 +134,27 @@ def _summaries_of(thread_id: str) -> list[ThreadSummary]:
     ]
 
 
-def _newest(
+def read_messages(
     thread_id: str,
+    *,
     after_seq: int,
     model: LanguageModel,
     limit_tokens: int,
+    newest_first: bool = True,
     limit_messages: int | None = None,
 ) -> tuple[list[Message], bool]:
-    """Messages with seq > after_seq, newest first, until their tokens pass
+    """Completed messages with seq > after_seq, newest (or oldest) first, in
+    pages through the (thread, seq) index, until their tokens pass
     ``limit_tokens`` (the one that passes included) or ``limit_messages``.
-    Returns (messages, reached_the_start)."""
+    Counts every message it reads (tokens.ensure_counted). Returns
+    (messages, read_them_all)."""
     out: list[Message] = []
     total = 0
-    before = 2**63 - 1
+    lower, upper = after_seq, _NO_UPPER_BOUND
+    sql = _MESSAGES_SQL.format(order="DESC" if newest_first else "ASC")
     while True:
         with connection.cursor() as cursor:
-            cursor.execute(_MESSAGES_SQL, [thread_id, after_seq, before, PAGE])
+            cursor.execute(sql, [thread_id, lower, upper, PAGE])
             page = [
                 Message(
                     pk=pk,
@@ -173,7 +179,10 @@ def _newest(
                 return out, False
         if len(page) < PAGE:
             return out, True
-        before = page[-1].seq
+        if newest_first:
+            upper = page[-1].seq
+        else:
+            lower = page[-1].seq
 
 
 def _json(value: Any) -> Any:
@@ -236,15 +245,15 @@ def assemble(
     strategy = run.truncation_strategy or {}
     recall_room = 0
     if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
-        read, _ = _newest(
+        read, _ = read_messages(
             run.thread_id,
-            0,
-            model,
-            budget,
+            after_seq=0,
+            model=model,
+            limit_tokens=budget,
             limit_messages=int(strategy["last_messages"]),
         )
         history = _fit(read, model, budget - fixed)
-        ctx = Context(messages=[], prompt_tokens=0, budget=budget, history=len(history))
+        ctx = Context(messages=[], prompt_tokens=0, budget=budget)
         summaries: list[ThreadSummary] = []
     else:
         ctx, history, summaries = _auto_window(run, model, budget, fixed)
@@ -327,7 +336,9 @@ def _auto_window(
     blocks = _summaries_of(run.thread_id)
     by_id = {b.pk: b for b in blocks}
     summarized_until = max((b.until_seq for b in blocks), default=0)
-    read, reached_start = _newest(run.thread_id, boundary, model, budget)
+    read, reached_start = read_messages(
+        run.thread_id, after_seq=boundary, model=model, limit_tokens=budget
+    )
     sizes = [tokens.size(m, model) for m in read]
     ctx = Context(messages=[], prompt_tokens=0, budget=budget, boundary_seq=boundary)
     ctx.summarized_until = summarized_until

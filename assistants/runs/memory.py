@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -29,10 +28,8 @@ from django.db import IntegrityError, connection, transaction
 from assistants.engine import ChatRequest, EngineError, chat_stream
 from assistants.models import Message, MessageEmbedding, Run, Thread, ThreadSummary
 from assistants.runs import tokens
+from assistants.runs.context import Context, read_messages
 from core.models import LanguageModel
-
-if TYPE_CHECKING:
-    from assistants.runs.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +157,13 @@ def thread_summarize(*, thread_id: str, model_id: str, budget: int) -> int:
                 .first()
             )
             start = last.until_seq if last else 0
-            rows = _oldest_after(thread_id, start, model, block_tokens + keep_tokens)
+            rows, _ = read_messages(
+                thread_id,
+                after_seq=start,
+                model=model,
+                limit_tokens=block_tokens + keep_tokens,
+                newest_first=False,
+            )
             total = sum(tokens.size(m, model) for m in rows)
             if total <= block_tokens + keep_tokens:
                 break  # not enough history beyond a block yet
@@ -199,32 +202,6 @@ def thread_summarize(*, thread_id: str, model_id: str, budget: int) -> int:
             _embed(thread_id, block)
         _merge_if_due(thread_id, model, summarizer, budget, words)
     return made
-
-
-def _oldest_after(
-    thread_id: str, start: int, model: LanguageModel, limit_tokens: int
-) -> list[Message]:
-    """Completed messages after ``start``, oldest first, until their tokens
-    pass ``limit_tokens`` (bounded read through the (thread, seq) index)."""
-    out: list[Message] = []
-    total = 0
-    after = start
-    while True:
-        page = list(
-            Message.objects.filter(thread_id=thread_id, seq__gt=after)
-            .exclude(status=Message.Status.IN_PROGRESS)
-            .order_by("seq")
-            .only("seq", "role", "content", "token_count", "token_model")[:64]
-        )
-        tokens.ensure_counted(model, page)
-        for message in page:
-            out.append(message)
-            total += tokens.size(message, model)
-            if total > limit_tokens:
-                return out
-        if len(page) < 64:
-            return out
-        after = page[-1].seq
 
 
 def _embed(thread_id: str, block: list[Message]) -> None:
