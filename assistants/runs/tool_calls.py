@@ -390,9 +390,6 @@ class InputStream:
 
     def _write(self, calls: dict[int, dict[str, str]]) -> None:
         opening = self.step is None
-        existing = self.step or (
-            RunStep.objects.filter(run=self.run, key=f"{self.turn}:tools").first()
-        )
         order = sorted(calls)
         step = write_tool_step(
             self.run,
@@ -400,7 +397,7 @@ class InputStream:
             calls=[{"name": calls[i]["name"], "arguments": ""} for i in order],
             engine=self.engine,
             step_usage={},
-            step=existing,
+            step=self.step,
         )
         wire = step.step_details["tool_calls"]
         self.ids = {i: wire[position]["id"] for position, i in enumerate(order)}
