@@ -15,7 +15,15 @@ from core.models import Project
 from core.selectors import ids_require
 from core.validation import Id, Input, Metadata
 from tools.code_interpreter.schema import CodeInterpreterTool
+from tools.models import VectorStore
 from tools.selectors import files_of
+from tools.services.vector_store import (
+    ExpiresAfter,
+    VectorStoreCreateInput,
+    VectorStoreFileCreateInput,
+    vector_store_create,
+    vector_store_file_add,
+)
 
 # OpenAI's limit on one message's text; it also keeps a single message well
 # inside a model's context window.
@@ -254,15 +262,6 @@ def thread_attachments_index(*, thread: Thread, messages: Sequence[Message]) -> 
     The caller holds the thread's row lock (or created the thread) inside a
     transaction. The files were checked to be the project's already.
     """
-    from tools.models import VectorStore
-    from tools.services.vector_store import (
-        ExpiresAfter,
-        VectorStoreCreateInput,
-        VectorStoreFileCreateInput,
-        vector_store_create,
-        vector_store_file_add,
-    )
-
     file_ids = list(
         dict.fromkeys(
             item["file_id"]
