@@ -12,8 +12,10 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.db.models import QuerySet, Subquery
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
 from assistants.models import (
@@ -129,10 +131,29 @@ class ThreadSummaryAdmin(admin.ModelAdmin):
         return False
 
 
+class ThreadAssistantFilter(admin.SimpleListFilter):
+    """Threads an assistant ran on (``?assistant=asst_...``, linked from the
+    assistant's page): threads have no assistant, their runs do."""
+
+    title = "assistant"
+    parameter_name = "assistant"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        value = self.value()
+        return [(value, value)] if value else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        value = self.value()
+        if not value:
+            return queryset
+        ran = Run.objects.filter(assistant_id=value).values("thread_id")
+        return queryset.filter(pk__in=ran)
+
+
 @admin.register(Thread)
 class ThreadAdmin(admin.ModelAdmin):
-    list_display = ("id", "project", "created_at")
-    list_filter = ("project__organization", "project")
+    list_display = ("id", "project", "runs_link", "created_at")
+    list_filter = (ThreadAssistantFilter, "project__organization", "project")
     list_select_related = ("project__organization",)
     search_fields = ("id", "project__name")
     fields = (
@@ -153,6 +174,11 @@ class ThreadAdmin(admin.ModelAdmin):
     )
     ordering = ("-seq",)
     inlines = [ThreadSummaryInline, MessageInline]
+
+    @admin.display(description="runs")
+    def runs_link(self, obj: Thread) -> str:
+        url = reverse("admin:assistants_run_changelist")
+        return format_html('<a href="{}?thread__id__exact={}">runs</a>', url, obj.pk)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -249,8 +275,8 @@ class RunAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "status",
-        "thread_id",
-        "assistant_id",
+        "thread_link",
+        "assistant_link",
         "model",
         "created_at",
         "total_tokens",
@@ -333,6 +359,20 @@ class RunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="thread", ordering="thread_id")
+    def thread_link(self, run: Run) -> str:
+        url = reverse("admin:assistants_thread_change", args=[quote(run.thread_id)])
+        return format_html('<a href="{}">{}</a>', url, run.thread_id)
+
+    @admin.display(description="assistant", ordering="assistant_id")
+    def assistant_link(self, run: Run) -> str:
+        # A plain id, not a foreign key: the assistant may have been deleted
+        # since, and the link then says so with a 404 page.
+        url = reverse(
+            "admin:assistants_assistant_change", args=[quote(run.assistant_id)]
+        )
+        return format_html('<a href="{}">{}</a>', url, run.assistant_id)
 
     @admin.display(description="total tokens")
     def total_tokens(self, run: Run) -> Any:

@@ -7,7 +7,8 @@ Run under the launcher, which starts the embedded PostgreSQL and Redis::
 
 Creates a bench organization with N assistants, each published (5 %
 featured) and embedded for semantic search (the retrieval model), and 2,000
-conversations over the last nine days (trending);
+conversations with three runs each over the last nine days (trending counts
+runs);
 then renders each page through Django's test client in-process (view,
 queries, template; no HTTP), after a warm-up, and prints p50/p95 per page.
 The organization (and with it every row made here) is deleted at the end.
@@ -44,11 +45,17 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def seed(listings: int, conversations: int, *, embed: bool = True) -> Any:
+def seed(
+    listings: int,
+    conversations: int,
+    *,
+    embed: bool = True,
+    runs_per_conversation: int = 3,
+) -> Any:
     from django.contrib.auth.models import User
     from django.utils import timezone
 
-    from assistants.models import Assistant, Thread
+    from assistants.models import Assistant, Run, Thread
     from core.models import Organization, Project
     from store.models import Conversation, Listing
 
@@ -117,6 +124,29 @@ def seed(listings: int, conversations: int, *, embed: bool = True) -> Any:
                 created_at=now - timedelta(seconds=rng.uniform(0, 9 * 86400)),
             )
             for t in threads
+        ],
+        batch_size=2000,
+    )
+    # Trending counts runs (store.selectors.listings_trending): each
+    # conversation gets a few finished runs over the same nine days.
+    assistant_of = dict(
+        Listing.objects.filter(pk__in=ids).values_list("pk", "assistant_id")
+    )
+    conversation_rows = Conversation.objects.filter(thread__in=threads).values_list(
+        "listing_id", "thread_id"
+    )
+    Run.objects.bulk_create(
+        [
+            Run(
+                project=project,
+                thread_id=thread_id,
+                assistant_id=assistant_of[listing_id],
+                model="bench-model",
+                status="completed",
+                created_at=now - timedelta(seconds=rng.uniform(0, 9 * 86400)),
+            )
+            for listing_id, thread_id in conversation_rows
+            for _ in range(runs_per_conversation)
         ],
         batch_size=2000,
     )

@@ -95,9 +95,13 @@ class Listing(models.Model):
         max_length=32, choices=Category.choices, default=Category.OTHER
     )
     short_description = models.CharField(max_length=300, blank=True, default="")
-    # An emoji on a colour: no uploaded images to sanitise or serve yet.
+    # An emoji on a colour, unless the builder uploaded an image (stored
+    # re-encoded as PNG by store.services.avatar, served by store.views).
     avatar_emoji = models.CharField(max_length=8, blank=True, default="🤖")
     avatar_color = models.CharField(max_length=7, default="#4f46e5")
+    avatar_image = models.FileField(
+        upload_to="store/avatars/", max_length=255, blank=True, default=""
+    )
     starters = models.JSONField(default=list, blank=True)
     visibility = models.CharField(
         max_length=16, choices=Visibility.choices, default=Visibility.PRIVATE
@@ -127,6 +131,9 @@ class Listing(models.Model):
     embedding = VectorField(
         dimensions=EMBEDDING_COLUMN_DIMENSIONS, null=True, editable=False
     )
+    # Set by a trigger (migration 0004) when the assistant's name or
+    # description changes through any door; store.tasks re-embeds it.
+    embedding_stale = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -180,6 +187,11 @@ class Rating(models.Model):
 
 
 class Report(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+        DISMISSED = "dismissed", "Dismissed"
+
     listing = models.ForeignKey(
         Listing, on_delete=models.CASCADE, related_name="reports"
     )
@@ -187,8 +199,24 @@ class Report(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
     reason = models.CharField(max_length=2000)
-    resolved = models.BooleanField(default=False)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.OPEN
+    )
+    # Who closed the report and when: moderation is accountable.
+    handled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    handled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["listing", "status"], name="report_listing_status"),
+        ]
 
     def __str__(self) -> str:
         return f"Report on {self.listing_id}: {self.reason[:40]}"
@@ -224,3 +252,36 @@ class Conversation(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class AssistantVersion(models.Model):
+    """One version of an assistant's instructions.
+
+    Written by a PostgreSQL trigger (migration 0004) on every insert of an
+    assistant and every update that changes its instructions, whichever door
+    the change came through (API, admin, store, a shell). The writer may say
+    who it is with ``store.services.versions.change_source`` in the same
+    transaction; otherwise the version is attributed to the API.
+    """
+
+    assistant = models.ForeignKey(
+        Assistant, on_delete=models.CASCADE, related_name="versions"
+    )
+    number = models.PositiveIntegerField()
+    name = models.CharField(max_length=256, null=True, blank=True)
+    model = models.CharField(max_length=256, blank=True, default="")
+    instructions = models.TextField(null=True, blank=True)
+    source = models.CharField(max_length=32, default="api")
+    author = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ("-number",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["assistant", "number"], name="assistant_version_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.assistant_id} v{self.number}"

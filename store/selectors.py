@@ -3,16 +3,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.contrib.postgres.search import SearchQuery, SearchRank
-from django.db.models import Avg, Count, F, QuerySet
+from django.db.models import Avg, Count, F, IntegerField, Q, QuerySet, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.http import Http404
 from django.utils import timezone
 from pgvector.django import CosineDistance
 
-from assistants.models import Assistant, Message, Run
-from core.models import Project
+from assistants.models import Assistant, Message, Run, RunStatus
+from core.models import ApiKey, Project
 from store.models import Conversation, Listing, Rating
 
 TRENDING_DAYS = 7
@@ -28,6 +31,22 @@ def projects_of(*, user: AnyUser) -> QuerySet[Project]:
     if not user.is_authenticated:
         return Project.objects.none()
     return Project.objects.filter(memberships__user_id=user.pk)
+
+
+def current_project(*, user: AnyUser, chosen: str | None) -> Project | None:
+    """The project the signed-in user works in: the one they switched to
+    (``chosen``, kept in their session) if they are still a member, else
+    their first."""
+    projects = projects_of(user=user).order_by("created_at", "pk")
+    if chosen:
+        project = projects.filter(pk=chosen).first()
+        if project is not None:
+            return project
+    return projects.first()
+
+
+def api_keys_of(*, project: Project) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(project=project).order_by("-created_at")
 
 
 def assistants_of_user(*, user: AnyUser) -> QuerySet[Assistant]:
@@ -117,23 +136,36 @@ def listings_featured(*, limit: int = 8) -> list[Listing]:
 
 
 def listings_trending(*, limit: int = 8) -> list[Listing]:
-    """Most conversations started in the last seven days (counted from the
-    conversations' (created_at, listing) index, not per listing)."""
+    """Most runs started in the last seven days, through the store or the
+    API (a conversation is a thread; each message in it is a run, so an
+    assistant people keep talking to trends, not one opened once).
+
+    Counted from the runs' (created_at, assistant_id) index (migration
+    0004): an index-only range scan of the week, then one group by.
+    """
     since = timezone.now() - timedelta(days=TRENDING_DAYS)
+    public = Listing.objects.filter(
+        visibility=Listing.Visibility.PUBLIC, unlisted_by_operator=False
+    ).values("assistant_id")
     counts = list(
-        Conversation.objects.filter(
-            created_at__gte=since,
-            listing__visibility=Listing.Visibility.PUBLIC,
-            listing__unlisted_by_operator=False,
-        )
-        .values("listing")
-        .annotate(n=Count("id"))
-        .order_by("-n", "-listing")[:limit]
+        Run.objects.filter(created_at__gte=since, assistant_id__in=public)
+        .values("assistant_id")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "-assistant_id")[:limit]
     )
-    by_id = {
-        x.pk: x for x in listings_public().filter(pk__in=[c["listing"] for c in counts])
+    by_assistant = {
+        x.assistant_id: x
+        for x in listings_public().filter(
+            assistant_id__in=[c["assistant_id"] for c in counts]
+        )
     }
-    return with_ratings([by_id[c["listing"]] for c in counts if c["listing"] in by_id])
+    return with_ratings(
+        [
+            by_assistant[c["assistant_id"]]
+            for c in counts
+            if c["assistant_id"] in by_assistant
+        ]
+    )
 
 
 def listings_by_category(*, category: str, limit: int = 48) -> list[Listing]:
@@ -218,3 +250,69 @@ def conversation_run(*, conversation: Conversation, run_id: str) -> Run:
     if run is None:
         raise Http404("No such run")
     return run
+
+
+USAGE_WINDOWS = (7, 30)
+
+
+@dataclass(frozen=True)
+class UsageWindow:
+    days: int
+    runs: int
+    by_status: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def assistant_usage(*, assistant_id: str) -> list[UsageWindow]:
+    """Runs by status and tokens in/out over the last 7 and 30 days.
+
+    One aggregate query over the runs of the last 30 days, found through
+    the (assistant_id, created_at) index (migration 0004); each figure is a
+    filtered aggregate, so the rows are read once.
+    """
+    now = timezone.now()
+    since = {days: now - timedelta(days=days) for days in USAGE_WINDOWS}
+    aggregates: dict[str, Any] = {}
+    for days, start in since.items():
+        recent = Q(created_at__gte=start)
+        aggregates[f"runs_{days}"] = Count("pk", filter=recent)
+        for status in RunStatus.values:
+            aggregates[f"{status}_{days}"] = Count(
+                "pk", filter=recent & Q(status=status)
+            )
+        for kind in ("prompt_tokens", "completion_tokens"):
+            aggregates[f"{kind}_{days}"] = Sum(
+                Cast(KT(f"usage__{kind}"), IntegerField()), filter=recent
+            )
+    row = Run.objects.filter(
+        assistant_id=assistant_id, created_at__gte=min(since.values())
+    ).aggregate(**aggregates)
+    return [
+        UsageWindow(
+            days=days,
+            runs=row[f"runs_{days}"],
+            by_status={
+                status: row[f"{status}_{days}"]
+                for status in RunStatus.values
+                if row[f"{status}_{days}"]
+            },
+            prompt_tokens=row[f"prompt_tokens_{days}"] or 0,
+            completion_tokens=row[f"completion_tokens_{days}"] or 0,
+        )
+        for days in USAGE_WINDOWS
+    ]
+
+
+def file_names(*, project_id: str, file_ids: set[str]) -> dict[str, str]:
+    """Names of the project's files among ``file_ids`` (a citation's file
+    is named only if it is the listing's project's own)."""
+    from tools.models import File
+
+    if not file_ids:
+        return {}
+    return dict(
+        File.objects.filter(project_id=project_id, pk__in=file_ids).values_list(
+            "pk", "filename"
+        )
+    )

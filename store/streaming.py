@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from assistants.runs.streaming import DONE, frame, run_events
-from store.markdown import render_content
+from store.markdown import cited_file_ids, render_content
 
 
 def _parse(raw: bytes) -> tuple[str | None, str, bytes]:
@@ -36,7 +36,24 @@ def _parse(raw: bytes) -> tuple[str | None, str, bytes]:
     return entry_id, event, data
 
 
-def _visitor_frame(event: str, payload: Any, file_url: str) -> tuple[str, Any] | None:
+async def _file_names(project_id: str, ids: set[str]) -> dict[str, str]:
+    """Names of the cited files, only among the project's own files."""
+    from tools.models import File
+
+    if not ids:
+        return {}
+    rows = File.objects.filter(project_id=project_id, pk__in=ids).values_list(
+        "pk", "filename"
+    )
+    return {pk: name async for pk, name in rows}
+
+
+def _visitor_frame(
+    event: str,
+    payload: Any,
+    file_url: str,
+    file_names: dict[str, str] | None = None,
+) -> tuple[str, Any] | None:
     if event == "thread.message.delta":
         parts = (payload.get("delta") or {}).get("content") or []
         text = "".join(
@@ -46,7 +63,13 @@ def _visitor_frame(event: str, payload: Any, file_url: str) -> tuple[str, Any] |
         )
         return ("delta", {"text": text}) if text else None
     if event == "thread.message.completed" and payload.get("role") == "assistant":
-        html = str(render_content(payload.get("content") or [], file_url=file_url))
+        html = str(
+            render_content(
+                payload.get("content") or [],
+                file_url=file_url,
+                file_names=file_names,
+            )
+        )
         return "message", {"id": payload.get("id"), "html": html}
     if event.startswith("thread.run.") and event.count(".") == 2:
         status = event.rsplit(".", 1)[1]
@@ -65,7 +88,7 @@ def _visitor_frame(event: str, payload: Any, file_url: str) -> tuple[str, Any] |
 
 
 async def visitor_events(
-    run_id: str, *, after: str = "0-0", file_url: str
+    run_id: str, *, after: str = "0-0", file_url: str, project_id: str
 ) -> AsyncIterator[bytes]:
     async for raw in run_events(run_id, after=after):
         if raw == DONE or raw.startswith(b":"):
@@ -78,6 +101,11 @@ async def visitor_events(
             continue
         if not isinstance(payload, dict):
             continue
-        out = _visitor_frame(event, payload, file_url)
+        names = None
+        if event == "thread.message.completed":
+            names = await _file_names(
+                project_id, cited_file_ids(payload.get("content") or [])
+            )
+        out = _visitor_frame(event, payload, file_url, names)
         if out is not None:
             yield frame(out[0], orjson.dumps(out[1]), entry_id)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import (
@@ -19,27 +22,37 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import escape
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from assistants.models import Assistant
 from assistants.runs.streaming import sse_response
 from assistants.services.assistant import AssistantCreateInput, assistant_create
 from core.errors import ApplicationError
-from core.models import LanguageModel
+from core.models import ApiKey, LanguageModel, Project
 from core.views import not_found as core_not_found
 from store import selectors
 from store.forms import (
+    ApiKeyForm,
     AssistantForm,
     ChatForm,
     ListingForm,
     ProfileForm,
+    ProjectForm,
     RatingForm,
     ReportForm,
     SignupForm,
 )
-from store.markdown import render_content
+from store.markdown import cited_file_ids, render_content, shown_file_ids
 from store.models import BuilderProfile, Conversation, Listing
-from store.services.account import account_signup, builder_profile_update
+from store.services.account import (
+    account_signup,
+    builder_profile_update,
+    project_add,
+    web_api_key_create,
+    web_api_key_revoke,
+)
+from store.services.avatar import listing_avatar_set
 from store.services.conversation import (
     conversation_reply,
     conversation_share,
@@ -54,9 +67,24 @@ from store.services.listing import (
     report_create,
 )
 from store.services.quota import quota_consume
+from store.services.throttle import attempt_count, attempts_exceeded, client_ip
+from store.services.versions import change_source
 from store.streaming import visitor_events
 
 _STREAM_ID = re.compile(r"^\d+-\d+$")
+
+
+PROJECT_SESSION_KEY = "store_project"
+
+
+def _project(request: HttpRequest) -> Project:
+    """The signed-in user's current project (the project switcher's)."""
+    project = selectors.current_project(
+        user=request.user, chosen=request.session.get(PROJECT_SESSION_KEY)
+    )
+    if project is None:
+        raise Http404("No project")
+    return project
 
 
 def _session_key(request: HttpRequest) -> str:
@@ -70,10 +98,63 @@ def _wants_json(request: HttpRequest) -> bool:
 
 
 def _client_ip(request: HttpRequest) -> str:
-    # REMOTE_ADDR only: a forwarded-for header is the client's to forge. A
-    # deployment behind a proxy sets the address in the proxy (uvicorn's
-    # --forwarded-allow-ips).
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
+    # X-Forwarded-For only from TRUSTED_PROXIES: otherwise it is the
+    # client's to forge (and with it, every per-IP quota).
+    return client_ip(
+        remote_addr=str(request.META.get("REMOTE_ADDR") or ""),
+        forwarded_for=str(request.META.get("HTTP_X_FORWARDED_FOR") or ""),
+        trusted=settings.TRUSTED_PROXIES,
+    )
+
+
+SIGNUP_WINDOW = 3600
+LOGIN_WINDOW = 15 * 60
+
+
+def _too_many(request: HttpRequest, template: str, form: Any) -> HttpResponse:
+    return render(
+        request,
+        template,
+        {
+            "form": form,
+            "throttled": "Too many attempts from here. Wait a few minutes and "
+            "try again.",
+        },
+        status=429,
+    )
+
+
+class ThrottledLoginView(auth_views.LoginView):
+    """Django's log-in, refused for a while after too many failures from one
+    IP or for one username (password guessing)."""
+
+    template_name = "store/accounts/login.html"
+
+    def _blocked(self) -> bool:
+        limit = settings.STORE_LOGIN_FAILURES_PER_15_MIN
+        username = str(self.request.POST.get("username", ""))[:150].lower()
+        return any(
+            attempts_exceeded(kind=kind, who=who, limit=limit, window=LOGIN_WINDOW)
+            for kind, who in (
+                ("login-ip", _client_ip(self.request)),
+                ("login-user", username),
+            )
+            if who
+        )
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if self._blocked():
+            return _too_many(request, self.template_name, self.get_form())
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        username = str(self.request.POST.get("username", ""))[:150].lower()
+        attempt_count(
+            kind="login-ip", who=_client_ip(self.request), window=LOGIN_WINDOW
+        )
+        if username:
+            attempt_count(kind="login-user", who=username, window=LOGIN_WINDOW)
+        return super().form_invalid(form)
 
 
 # --- Accounts -----------------------------------------------------------------
@@ -82,7 +163,18 @@ def _client_ip(request: HttpRequest) -> str:
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
+    template = "store/accounts/signup.html"
+    if request.method == "POST":
+        ip = _client_ip(request)
+        if attempts_exceeded(
+            kind="signup",
+            who=ip,
+            limit=settings.STORE_SIGNUPS_PER_IP_HOUR,
+            window=SIGNUP_WINDOW,
+        ):
+            return _too_many(request, template, form)
     if request.method == "POST" and form.is_valid():
+        attempt_count(kind="signup", who=_client_ip(request), window=SIGNUP_WINDOW)
         user = account_signup(
             username=form.cleaned_data["username"],
             email=form.cleaned_data.get("email") or "",
@@ -90,7 +182,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         )
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("store:dashboard")
-    return render(request, "store/accounts/signup.html", {"form": form})
+    return render(request, template, {"form": form})
 
 
 # --- Browsing -------------------------------------------------------------------
@@ -186,11 +278,12 @@ def listing_rate(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def listing_duplicate_view(request: HttpRequest, slug: str) -> HttpResponse:
     listing = selectors.listing_for_viewer(slug=slug, user=request.user)
-    project = selectors.projects_of(user=request.user).first()
-    if not listing.allow_duplicate or project is None:
+    project = _project(request)
+    if not listing.allow_duplicate:
         raise Http404("This assistant cannot be copied")
     try:
-        copy = listing_duplicate(listing=listing, project=project)
+        with change_source(source="store", author=request.user.get_username()):
+            copy = listing_duplicate(listing=listing, project=project)
     except ApplicationError as exc:
         return _chat_error(request, exc.message, exc.status_code)
     flash.success(request, f"Copied into your project as {copy.name}.")
@@ -251,27 +344,107 @@ def sitemap(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    assistants = selectors.assistants_of_user(user=request.user).select_related(
-        "listing"
+    project = _project(request)
+    assistants = (
+        Assistant.objects.filter(project=project)
+        .select_related("listing")
+        .order_by("-seq")
     )
-    return render(request, "store/dashboard.html", {"assistants": assistants})
+    return render(
+        request,
+        "store/dashboard.html",
+        {"assistants": assistants, "project": project},
+    )
+
+
+@login_required
+@require_POST
+def project_switch(request: HttpRequest) -> HttpResponse:
+    project = selectors.projects_of(user=request.user).filter(
+        pk=request.POST.get("project", "")
+    )
+    if not project.exists():
+        raise Http404("No such project")
+    request.session[PROJECT_SESSION_KEY] = request.POST["project"]
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        next_url = reverse("store:dashboard")
+    return redirect(next_url)
+
+
+@login_required
+@require_POST
+def project_new(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST)
+    if not form.is_valid():
+        flash.error(request, "Give the project a name.")
+        return redirect("store:api_keys")
+    assert isinstance(request.user, User)
+    project = project_add(
+        user=request.user,
+        organization=_project(request).organization,
+        name=form.cleaned_data["name"],
+    )
+    request.session[PROJECT_SESSION_KEY] = project.pk
+    flash.success(request, f"Project {project.name} created; you are working in it.")
+    return redirect("store:api_keys")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_keys(request: HttpRequest) -> HttpResponse:
+    """The current project's API keys. A new key's secret is in this one
+    response only (rendered, not redirected: nothing keeps it afterwards)."""
+    project = _project(request)
+    form = ApiKeyForm(request.POST or None)
+    issued = None
+    if request.method == "POST" and form.is_valid():
+        issued = web_api_key_create(project=project, name=form.cleaned_data["name"])
+        form = ApiKeyForm()
+    response = render(
+        request,
+        "store/api_keys.html",
+        {
+            "project": project,
+            "keys": selectors.api_keys_of(project=project),
+            "form": form,
+            "project_form": ProjectForm(),
+            "issued": issued,
+        },
+    )
+    # The page may hold a secret: never cached by the browser or a proxy.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def api_key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    key = get_object_or_404(
+        ApiKey.objects.filter(project__in=selectors.projects_of(user=request.user)),
+        pk=key_id,
+    )
+    web_api_key_revoke(api_key=key)
+    flash.success(request, f"Key {key.redacted} revoked: it no longer works.")
+    return redirect("store:api_keys")
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def assistant_new(request: HttpRequest) -> HttpResponse:
-    project = selectors.projects_of(user=request.user).first()
-    if project is None:
-        raise Http404("No project")
+    project = _project(request)
     models = list(
         LanguageModel.objects.filter(is_active=True).values_list("id", flat=True)
     )
     form = AssistantForm(request.POST or None, models=models)
     if request.method == "POST" and form.is_valid():
         try:
-            assistant = assistant_create(
-                project=project, data=AssistantCreateInput(**form.cleaned_data)
-            )
+            with change_source(source="store", author=request.user.get_username()):
+                assistant = assistant_create(
+                    project=project, data=AssistantCreateInput(**form.cleaned_data)
+                )
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
@@ -295,6 +468,33 @@ def _listing_fields(form: ListingForm) -> ListingFields:
     )
 
 
+def _save_avatar(listing: Listing, form: ListingForm) -> None:
+    # The form has validated the image (listing_avatar_set re-encodes it).
+    if form.cleaned_data.get("avatar_upload"):
+        listing_avatar_set(listing=listing, data=form.cleaned_data["avatar_upload"])
+    elif form.cleaned_data.get("avatar_remove") and listing.avatar_image:
+        listing_avatar_set(listing=listing, data=None)
+
+
+@require_GET
+def listing_avatar(request: HttpRequest, slug: str) -> FileResponse:
+    """The listing's uploaded avatar (a PNG the store wrote itself), to
+    whoever may see the listing."""
+    listing = selectors.listing_for_viewer(slug=slug, user=request.user)
+    if not listing.avatar_image:
+        raise Http404("No avatar")
+    response = FileResponse(listing.avatar_image.open("rb"), content_type="image/png")
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    # Pages link it with ?v=<upload name>, so a new upload is a new URL.
+    response["Cache-Control"] = (
+        "public, max-age=86400"
+        if listing.visibility == Listing.Visibility.PUBLIC
+        else "private, max-age=86400"
+    )
+    return response
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def publish(request: HttpRequest) -> HttpResponse:
@@ -306,6 +506,7 @@ def publish(request: HttpRequest) -> HttpResponse:
         return redirect("store:listing_edit", slug=assistant.listing.slug)
     form = ListingForm(
         request.POST or None,
+        request.FILES or None,
         initial={
             "slug": re.sub(r"[^a-z0-9]+", "-", (assistant.name or "").lower()).strip(
                 "-"
@@ -318,6 +519,7 @@ def publish(request: HttpRequest) -> HttpResponse:
         listing = listing_create(
             user=request.user, assistant=assistant, data=_listing_fields(form)
         )
+        _save_avatar(listing, form)
         return redirect("store:listing", slug=listing.slug)
     return render(request, "store/publish.html", {"form": form, "assistant": assistant})
 
@@ -340,9 +542,12 @@ def listing_edit(request: HttpRequest, slug: str) -> HttpResponse:
         "allow_duplicate": listing.allow_duplicate,
         "daily_run_limit": listing.daily_run_limit,
     }
-    form = ListingForm(request.POST or None, initial=initial, listing=listing)
+    form = ListingForm(
+        request.POST or None, request.FILES or None, initial=initial, listing=listing
+    )
     if request.method == "POST" and form.is_valid():
         listing_update(listing=listing, data=_listing_fields(form))
+        _save_avatar(listing, form)
         return redirect("store:listing", slug=listing.slug)
     return render(
         request,
@@ -444,9 +649,14 @@ def chat(request: HttpRequest, slug: str) -> HttpResponse:
 def _messages_html(
     conversation: Conversation, file_url: str
 ) -> list[tuple[str, object]]:
+    messages = selectors.conversation_messages(conversation=conversation)
+    names = selectors.file_names(
+        project_id=conversation.listing.assistant.project_id,
+        file_ids=set().union(*(cited_file_ids(m.content) for m in messages)),
+    )
     return [
-        (m.role, render_content(m.content, file_url=file_url))
-        for m in selectors.conversation_messages(conversation=conversation)
+        (m.role, render_content(m.content, file_url=file_url, file_names=names))
+        for m in messages
     ]
 
 
@@ -490,7 +700,14 @@ def conversation_events(
     file_url = reverse("store:conversation_file", args=[conv.pk, "FILE"]).replace(
         "FILE", "{id}"
     )
-    return sse_response(visitor_events(run.id, after=after, file_url=file_url))
+    return sse_response(
+        visitor_events(
+            run.id,
+            after=after,
+            file_url=file_url,
+            project_id=conv.listing.assistant.project_id,
+        )
+    )
 
 
 @require_POST
@@ -501,24 +718,33 @@ def conversation_share_view(request: HttpRequest, conversation_id: str) -> HttpR
 
 
 def _file_response(conv: Conversation, file_id: str) -> FileResponse:
-    """A file the conversation's assistant produced (e.g. a chart), only if
-    one of the conversation's messages shows it."""
+    """A file the conversation's assistant produced (a chart, a CSV), only
+    if one of the conversation's messages shows or links it. Never the
+    project's other files, and never through /v1 (which needs a key)."""
     from tools.models import File
 
     shown = any(
-        (part.get("image_file") or {}).get("file_id") == file_id
+        file_id in shown_file_ids(m.content)
         for m in selectors.conversation_messages(conversation=conv)
-        for part in m.content
     )
     file = File.objects.filter(
         pk=file_id, project_id=conv.listing.assistant.project_id
     ).first()
     if not shown or file is None:
         raise Http404("No such file")
-    response = FileResponse(file.content.open("rb"))
-    response["Content-Type"] = "image/png"
+    is_png = file.content.open("rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    file.content.seek(0)
+    # Only a real PNG is shown inline; anything else is a download, so
+    # that no file the model wrote is ever rendered as a page of ours.
+    response = FileResponse(
+        file.content,
+        as_attachment=not is_png,
+        filename=file.filename,
+        content_type="image/png" if is_png else "application/octet-stream",
+    )
     response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = "default-src 'none'"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
     return response
 
 

@@ -57,5 +57,6 @@ def clear_quotas() -> None:
     from assistants.runs.events import client
 
     redis = client()
-    for key in redis.scan_iter("store:q:*"):
-        redis.delete(key)
+    for pattern in ("store:q:*", "store:t:*"):  # quotas, sign-up/log-in throttles
+        for key in redis.scan_iter(pattern):
+            redis.delete(key)

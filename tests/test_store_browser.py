@@ -60,7 +60,7 @@ def engine(registered_engine: Any, live_worker: Any, django_db_blocker: Any) -> 
 
 
 def test_sign_up_publish_find_chat_rate_and_share(
-    live_server_url: str, engine: Any
+    live_server_url: str, engine: Any, django_db_blocker: Any
 ) -> None:
     sync_playwright = _require_browser()
     site = live_server_url.removesuffix("/v1")
@@ -75,7 +75,18 @@ def test_sign_up_publish_find_chat_rate_and_share(
         }
     )
 
+    # An operator for the admin part; made before Playwright starts its
+    # event loop in this thread (the ORM refuses to run inside one).
+    operator = f"op{time.monotonic_ns()}"
+    with django_db_blocker.unblock():
+        from django.contrib.auth.models import User
+
+        User.objects.create_superuser(username=operator, password=PASSWORD)
+
     def shot(page: Any, name: str) -> None:
+        # From the top: a full-page shot of a scrolled page paints the
+        # sticky header mid-page.
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
     with sync_playwright() as pw:
@@ -115,8 +126,12 @@ def test_sign_up_publish_find_chat_rate_and_share(
             page.goto(f"{site}/store/")
             shot(page, "03-home")
             page.fill(".top-search input", "capitals")
-            page.press(".top-search input", "Enter")
-            page.wait_for_url(re.compile(r".*/store/search\?q=capitals"))
+            # The first search loads the embedding model in the server
+            # process: slow on a busy machine, so this step may wait longer.
+            page.press(".top-search input", "Enter", timeout=180_000)
+            page.wait_for_url(
+                re.compile(r".*/store/search\?q=capitals"), timeout=180_000
+            )
             link = page.locator(f'a.card[href="/store/g/{slug}"]')
             assert link.count() == 1
             shot(page, "04-search")
@@ -171,5 +186,34 @@ def test_sign_up_publish_find_chat_rate_and_share(
             shot(visitor, "08-shared")
             visitor.goto(f"{site}/store/g/{slug}")
             assert SECRET not in visitor.content()
+
+            # An API key for the builder's project, shown once.
+            page.goto(f"{site}/store/me/keys")
+            page.fill("#id_name", "laptop")
+            page.click("form.row-form button")
+            assert page.locator("#new-key").inner_text().startswith("sk-")
+            shot(page, "09-api-keys")
+
+            # The operators' admin: the assistant, a new version of its
+            # instructions, and the diff.
+            admin = browser.new_context().new_page()
+            admin.set_default_timeout(30_000)
+            admin.set_viewport_size({"width": 1440, "height": 900})
+            admin.goto(f"{site}/admin/login/?next=/admin/store/listing/")
+            admin.fill("#id_username", operator)
+            admin.fill("#id_password", PASSWORD)
+            admin.click("input[type=submit]")
+            admin.wait_for_url(re.compile(r".*/admin/store/listing/$"))
+            shot(admin, "10-admin-listings")
+            admin.click(f"text={slug}")
+            admin.click("text=the assistant")
+            admin.fill("#id_instructions", SECRET + "\nAnswer in one sentence.")
+            admin.click("input[name=_continue]")
+            admin.wait_for_selector("text=last 7 days")
+            shot(admin, "11-admin-assistant")
+            admin.locator("text=diff · revert").first.click()
+            admin.wait_for_selector(".diff .add")
+            assert "Answer in one sentence." in admin.locator(".diff .add").inner_text()
+            shot(admin, "12-admin-version-diff")
         finally:
             browser.close()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
-from assistants.models import Assistant, Thread
+from assistants.models import Assistant, Run, Thread
 from core.models import Project
 from store.markdown import render_content
 from store.models import BuilderProfile, Conversation, Listing, Membership, Rating
@@ -129,14 +131,35 @@ def test_an_unlisted_listing_disappears_for_everyone_but_its_owner(
     assert owner_client.get(f"/store/g/{listing.slug}").status_code == 200
 
 
-def test_trending_counts_this_weeks_conversations(owner: User) -> None:
+def test_trending_counts_this_weeks_runs_through_the_store_or_the_api(
+    owner: User,
+) -> None:
     quiet = make_listing(owner, model=TEST_MODEL, visibility=PUBLIC)
     busy = make_listing(owner, model=TEST_MODEL, visibility=PUBLIC)
-    for _ in range(2):
-        thread = Thread.objects.create(project=busy.assistant.project)
-        Conversation.objects.create(listing=busy, thread=thread)
+    chatty = make_listing(owner, model=TEST_MODEL, visibility=PUBLIC)
+    hidden = make_listing(owner, model=TEST_MODEL, visibility=LINK)
+
+    def runs(listing: Listing, n: int, days_ago: int = 0) -> None:
+        # One thread per run: a run per thread may be active at a time.
+        for _ in range(n):
+            thread = Thread.objects.create(project=listing.assistant.project)
+            run = Run.objects.create(
+                project=thread.project,
+                thread=thread,
+                assistant_id=listing.assistant_id,
+                model=TEST_MODEL,
+                status="completed",
+            )
+            Run.objects.filter(pk=run.pk).update(
+                created_at=timezone.now() - timedelta(days=days_ago)
+            )
+
+    runs(busy, 3)  # e.g. through the API, no store conversation at all
+    runs(chatty, 2)
+    runs(quiet, 9, days_ago=8)  # busy last month, not this week
+    runs(hidden, 5)  # never listed
     home = Client().get("/store/")
-    assert [x.slug for x in home.context["trending"]] == [busy.slug]
+    assert [x.slug for x in home.context["trending"]] == [busy.slug, chatty.slug]
     assert quiet.slug not in home.content.decode()
 
 
@@ -217,6 +240,58 @@ def test_markdown_is_rendered_without_html_scripts_or_external_images() -> None:
     assert '<img class="chat-image" src="/store/c/conv_1/files/file_abc"' in html
 
 
+def test_citations_become_footnotes_with_the_quoted_files_name() -> None:
+    value = "Signed in 1642. Pears grow there. See sandbox:/mnt/data/r.csv"
+    first_end = value.index(".")
+    second_end = value.index(" See") - 1
+
+    def cite(end: int, file_id: str, quote: str) -> dict[str, Any]:
+        return {
+            "type": "file_citation",
+            "text": "...",
+            "start_index": 0,
+            "end_index": end,
+            "file_citation": {"file_id": file_id, "quote": quote},
+        }
+
+    path = "sandbox:/mnt/data/r.csv"
+    html = str(
+        render_content(
+            [
+                {
+                    "type": "text",
+                    "text": {
+                        "value": value.replace(path, f"[the report]({path})"),
+                        "annotations": [
+                            cite(first_end, "file_a", "The <b>treaty</b> of 1642"),
+                            cite(second_end, "file_b", "Pears and quinces"),
+                            {
+                                "type": "file_path",
+                                "text": path,
+                                "start_index": 0,
+                                "end_index": 0,
+                                "file_path": {"file_id": "file_csv"},
+                            },
+                        ],
+                    },
+                }
+            ],
+            file_url="/store/c/conv_1/files/{id}",
+            file_names={"file_a": "treaty <1>.pdf"},
+        )
+    )
+    assert 'Signed in 1642<sup class="cite">[1]</sup>.' in html
+    assert '<ol class="citations"><li><span class="cite-file">treaty &lt;1&gt;.pdf' in (
+        html
+    )
+    assert '<q class="cite-quote">The &lt;b&gt;treaty&lt;/b&gt; of 1642</q>' in html
+    # A file of another project (no name known) is not named by its id.
+    assert '<span class="cite-file">a deleted file</span>' in html
+    assert "file_b" not in html
+    # The output file links to the conversation's file endpoint.
+    assert 'href="/store/c/conv_1/files/file_csv"' in html
+
+
 _FORM = re.compile(r"<form[^>]*method=\"post\"[^>]*>(.*?)</form>", re.S | re.I)
 
 
@@ -235,6 +310,7 @@ def test_every_post_form_carries_a_csrf_token(
         "/store/me",
         "/store/me/assistants/new",
         "/store/me/profile",
+        "/store/me/keys",
         f"/store/me/publish?assistant={unpublished}",
     ]
     seen = 0
@@ -261,6 +337,8 @@ def test_posts_without_a_csrf_token_are_refused(owner: User) -> None:
         (f"/store/g/{listing.slug}/rate", {"stars": 5}),
         ("/store/me/profile", {"display_name": "x"}),
         ("/store/me/assistants/new", {"name": "x", "model": TEST_MODEL}),
+        ("/store/me/keys", {"name": "x"}),
+        ("/store/me/projects/new", {"name": "x"}),
         ("/store/accounts/logout", {}),
     ]:
         assert c.post(url, data).status_code == 403, url
@@ -507,3 +585,221 @@ def test_search_finds_listings_that_mean_the_same_thing(owner: User) -> None:
     found = Client().get("/store/search?q=ocean+animals").content.decode()
     assert f"/store/g/{marine.slug}" in found
     assert f"/store/g/{taxes.slug}" not in found
+
+
+_SECRET_KEY = re.compile(r'<code id="new-key">(sk-[^<]+)</code>')
+
+
+def test_a_web_user_creates_an_api_key_shown_once_that_works_until_revoked(
+    owner: User, owner_client: Client
+) -> None:
+    from core.models import ApiKey, hash_key
+
+    page = owner_client.post("/store/me/keys", {"name": "laptop"})
+    assert page.status_code == 200
+    assert page["Cache-Control"] == "no-store"
+    found = _SECRET_KEY.search(page.content.decode())
+    assert found is not None
+    raw = found.group(1)
+    key = ApiKey.objects.get(name="laptop")
+    project = Membership.objects.get(user=owner).project
+    assert key.project_id == project.pk
+    # Only the hash is kept, and the secret is never shown again.
+    assert key.hashed_key == hash_key(raw) and raw not in str(vars(key))
+    assert raw not in owner_client.get("/store/me/keys").content.decode()
+    api = Client(headers={"Authorization": f"Bearer {raw}"})
+    assert api.get("/v1/assistants").status_code == 200
+
+    # Someone else cannot revoke it; its owner can, and then it fails.
+    stranger = Client()
+    stranger.force_login(make_user())
+    assert stranger.post(f"/store/me/keys/{key.pk}/revoke").status_code == 404
+    assert api.get("/v1/assistants").status_code == 200
+    assert owner_client.post(f"/store/me/keys/{key.pk}/revoke").status_code == 302
+    assert api.get("/v1/assistants").status_code == 401
+
+
+def test_the_project_switcher_changes_where_assistants_and_keys_go(
+    owner: User, owner_client: Client
+) -> None:
+    first = Membership.objects.get(user=owner).project
+    make_listing(owner, model=TEST_MODEL, name="In the first")
+    response = owner_client.post("/store/me/projects/new", {"name": "Side project"})
+    assert response.status_code == 302
+    second = Project.objects.get(name="Side project")
+    assert second.organization_id == first.organization_id
+    assert Membership.objects.filter(user=owner, project=second).exists()
+    # Creating it switched to it: the dashboard shows its (no) assistants.
+    dashboard = owner_client.get("/store/me").content.decode()
+    assert "In the first" not in dashboard
+    assert 'id="project-select"' in dashboard
+    owner_client.post(
+        "/store/me/assistants/new", {"name": "In the second", "model": TEST_MODEL}
+    )
+    assert Assistant.objects.get(name="In the second").project_id == second.pk
+    owner_client.post("/store/me/keys", {"name": "side"})
+    from core.models import ApiKey
+
+    assert ApiKey.objects.get(name="side").project_id == second.pk
+
+    back = owner_client.post(
+        "/store/me/project", {"project": first.pk, "next": "/store/me"}
+    )
+    assert back.status_code == 302 and back["Location"] == "/store/me"
+    assert "In the first" in owner_client.get("/store/me").content.decode()
+    # Only one's own projects, and only local redirects.
+    other = Membership.objects.get(user=make_user()).project
+    assert (
+        owner_client.post("/store/me/project", {"project": other.pk}).status_code == 404
+    )
+    away = owner_client.post(
+        "/store/me/project", {"project": first.pk, "next": "https://evil.example/"}
+    )
+    assert away["Location"] == "/store/me"
+
+
+def test_the_client_ip_is_read_right_to_left_through_trusted_proxies_only() -> None:
+    from store.services.throttle import client_ip
+
+    trusted = ["10.0.0.0/8", "fd00::1"]
+    forged = "6.6.6.6, 1.2.3.4, 10.0.0.2"
+    # Not from a proxy of ours: the header is the client's to forge.
+    assert client_ip(remote_addr="5.5.5.5", forwarded_for=forged, trusted=trusted) == (
+        "5.5.5.5"
+    )
+    assert client_ip(remote_addr="10.0.0.1", forwarded_for=forged, trusted=[]) == (
+        "10.0.0.1"
+    )
+    # Through two proxies of ours: the first untrusted hop from the right.
+    assert client_ip(remote_addr="10.0.0.1", forwarded_for=forged, trusted=trusted) == (
+        "1.2.3.4"
+    )
+    assert (
+        client_ip(remote_addr="fd00::1", forwarded_for="2001:db8::7", trusted=trusted)
+        == "2001:db8::7"
+    )
+    assert (
+        client_ip(remote_addr="10.0.0.1", forwarded_for="junk", trusted=trusted)
+        == "10.0.0.1"
+    )
+
+
+def test_anonymous_quotas_count_the_forwarded_client_behind_a_trusted_proxy(
+    owner: User, settings: Any
+) -> None:
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
+    settings.STORE_ANON_RUNS_PER_IP = 1
+    listing = make_listing(owner, model=TEST_MODEL, visibility=PUBLIC)
+    url = f"/store/g/{listing.slug}/chat"
+    first = Client(HTTP_X_FORWARDED_FOR="203.0.113.5")
+    assert first.post(url, {"text": "hi"}).status_code == 302
+    assert first.post(url, {"text": "again"}).status_code == 429
+    # Another client behind the same proxy has its own quota.
+    other = Client(HTTP_X_FORWARDED_FOR="203.0.113.6")
+    assert other.post(url, {"text": "hi"}).status_code == 302
+
+
+def test_log_ins_are_refused_after_too_many_failures(db: Any, settings: Any) -> None:
+    settings.STORE_LOGIN_FAILURES_PER_15_MIN = 3
+    user = make_user()
+    c = Client()
+    for _ in range(3):
+        bad = c.post(
+            "/store/accounts/login", {"username": user.username, "password": "no"}
+        )
+        assert bad.status_code == 200
+    # Now even the right password is refused, for a while.
+    right = {"username": user.username, "password": PASSWORD}
+    refused = c.post("/store/accounts/login", right)
+    assert refused.status_code == 429
+    assert "Too many attempts" in refused.content.decode()
+    assert c.get("/store/me").status_code == 302
+    # Per username too: another IP guessing the same account is refused.
+    elsewhere = Client(REMOTE_ADDR="192.0.2.9")
+    assert elsewhere.post("/store/accounts/login", right).status_code == 429
+    clear_quotas()
+    assert c.post("/store/accounts/login", right).status_code == 302
+
+
+def test_sign_ups_are_limited_per_ip(db: Any, settings: Any) -> None:
+    settings.STORE_SIGNUPS_PER_IP_HOUR = 1
+    c = Client()
+    data = {"password1": PASSWORD, "password2": PASSWORD}
+    assert (
+        c.post("/store/accounts/signup", {"username": "one", **data}).status_code == 302
+    )
+    again = Client().post("/store/accounts/signup", {"username": "two", **data})
+    assert again.status_code == 429
+    assert not User.objects.filter(username="two").exists()
+
+
+def _image(fmt: str, size: tuple[int, int] = (40, 20)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(out, format=fmt)
+    return out.getvalue()
+
+
+def _edit_form(listing: Listing, **extra: Any) -> dict[str, Any]:
+    return {
+        "slug": listing.slug,
+        "category": listing.category,
+        "short_description": "x",
+        "avatar_emoji": "🤖",
+        "avatar_color": "#4f46e5",
+        "visibility": listing.visibility,
+        **extra,
+    }
+
+
+def test_an_uploaded_avatar_is_re_encoded_and_served_only_where_the_listing_is(
+    owner: User,
+    owner_client: Client,
+    stranger_client: Client,
+    settings: Any,
+    tmp_path: Any,
+) -> None:
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    listing = make_listing(owner, model=TEST_MODEL, visibility=PRIVATE)
+    url = f"/store/g/{listing.slug}/edit"
+    upload = SimpleUploadedFile("me.jpg", _image("JPEG"), content_type="image/jpeg")
+    response = owner_client.post(url, _edit_form(listing, avatar_upload=upload))
+    assert response.status_code == 302
+    listing.refresh_from_db()
+    assert listing.avatar_image.name.endswith(".png")
+    page = owner_client.get(f"/store/g/{listing.slug}").content.decode()
+    assert f"/store/g/{listing.slug}/avatar.png?v=" in page
+    served = owner_client.get(f"/store/g/{listing.slug}/avatar.png")
+    assert served.status_code == 200 and served["Content-Type"] == "image/png"
+    assert served["X-Content-Type-Options"] == "nosniff"
+    image = Image.open(io.BytesIO(b"".join(served.streaming_content)))  # type: ignore[attr-defined]
+    assert (image.format, image.size) == ("PNG", (256, 256))
+    # A private listing's avatar is as hidden as the listing.
+    assert stranger_client.get(f"/store/g/{listing.slug}/avatar.png").status_code == 404
+
+    # Not an image (an HTML page named .png), or too large: a form error,
+    # and the avatar stays as it was.
+    before = listing.avatar_image.name
+    fake = SimpleUploadedFile("x.png", b"<html><script>alert(1)</script>")
+    refused = owner_client.post(url, _edit_form(listing, avatar_upload=fake))
+    assert refused.status_code == 200
+    assert "not an image" in refused.content.decode()
+    settings.STORE_AVATAR_MAX_BYTES = 100
+    big = SimpleUploadedFile("big.png", _image("PNG", (300, 300)))
+    refused = owner_client.post(url, _edit_form(listing, avatar_upload=big))
+    assert "too large" in refused.content.decode()
+    listing.refresh_from_db()
+    assert listing.avatar_image.name == before
+
+    owner_client.post(url, _edit_form(listing, avatar_remove="on"))
+    listing.refresh_from_db()
+    assert not listing.avatar_image
+    assert owner_client.get(f"/store/g/{listing.slug}/avatar.png").status_code == 404

@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from core.models import Organization
+from core.models import ApiKey, Organization, Project
+from core.services.keys import IssuedKey, api_key_create, api_key_revoke
 from core.services.tenancy import project_create
 from store.models import BuilderProfile, Membership
 
@@ -34,3 +35,24 @@ def builder_profile_update(
         user=user, defaults={"display_name": display_name, "bio": bio, "links": links}
     )
     return profile
+
+
+@transaction.atomic
+def project_add(*, user: User, organization: Organization, name: str) -> Project:
+    """A new project in ``organization``, owned by ``user``. The caller has
+    checked that ``user`` may add projects there (is a member of one)."""
+    project = project_create(organization=organization, name=name)
+    Membership.objects.create(user=user, project=project, role=Membership.Role.OWNER)
+    return project
+
+
+def web_api_key_create(*, project: Project, name: str) -> IssuedKey:
+    """A key for the API, made from the store. The raw key is in the result
+    only (only its hash is stored): the page shows it once. The caller has
+    checked that the user is a member of ``project``."""
+    return api_key_create(project=project, name=name)
+
+
+def web_api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """The caller has checked that the key is one of the user's projects'."""
+    return api_key_revoke(api_key=api_key)

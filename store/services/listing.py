@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.utils import timezone
 
 from assistants.models import Assistant
 from assistants.services.assistant import AssistantCreateInput, assistant_create
@@ -70,8 +71,7 @@ def listing_text(listing: Listing) -> str:
 
 def listing_embed(*, listing_id: int) -> None:
     """(Re)compute the listing's embedding. Raises EmbeddingError when the
-    embedding model fails. A rename through the API is picked up at the
-    listing's next edit (the full-text vector follows at once)."""
+    embedding model fails."""
     from tools.embeddings import embed
 
     listing = Listing.objects.select_related("assistant").filter(pk=listing_id).first()
@@ -79,7 +79,32 @@ def listing_embed(*, listing_id: int) -> None:
         return
     text = listing_text(listing)
     [vector] = embed([text or listing.slug])
+    # Clears the flag only if no rename came in while embedding: a rename
+    # after the text was read sets it again and is re-embedded next sweep.
     Listing.objects.filter(pk=listing_id).update(embedding=vector)
+    Listing.objects.filter(
+        pk=listing_id,
+        embedding_stale=True,
+        assistant__name=listing.assistant.name,
+        assistant__description=listing.assistant.description,
+    ).update(embedding_stale=False)
+
+
+STALE_BATCH = 200
+
+
+def listings_reembed_stale(*, limit: int = STALE_BATCH) -> int:
+    """Re-embed listings whose assistant was renamed or redescribed since
+    their embedding (a trigger sets ``embedding_stale``, migration 0004,
+    whichever door the change came through). Returns how many were done."""
+    ids = list(
+        Listing.objects.filter(embedding_stale=True)
+        .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for listing_id in ids:
+        listing_embed(listing_id=listing_id)
+    return len(ids)
 
 
 def listings_set_unlisted(*, listing_ids: list[int], unlisted: bool) -> int:
@@ -104,6 +129,23 @@ def rating_upsert(*, listing: Listing, user: User, stars: int, review: str) -> R
 
 def report_create(*, listing: Listing, reporter: User | None, reason: str) -> Report:
     return Report.objects.create(listing=listing, reporter=reporter, reason=reason)
+
+
+def reports_handle(*, report_ids: list[int], status: str, operator: User) -> int:
+    """Close (resolved or dismissed) or reopen reports, recording who did it
+    and when. Returns how many reports changed status."""
+    if status not in Report.Status.values:
+        raise ValueError(f"unknown report status {status!r}")
+    reopen = status == Report.Status.OPEN
+    return (
+        Report.objects.filter(pk__in=report_ids)
+        .exclude(status=status)
+        .update(
+            status=status,
+            handled_by=None if reopen else operator,
+            handled_at=None if reopen else timezone.now(),
+        )
+    )
 
 
 def listing_duplicate(*, listing: Listing, project: Project) -> Assistant:
