@@ -308,3 +308,60 @@ def test_the_ingest_command_loads_a_folder_into_a_store(
         stderr=io.StringIO(),
     )
     assert rows.count() == 3
+
+
+def test_the_pipeline_embeds_batch_by_batch_and_skips_a_file_cancelled_meanwhile(
+    tenant: Any, monkeypatch: Any
+) -> None:
+    from tools.services import ingestion
+
+    # One file per batch: three batches through the pipeline (embedding in
+    # the background thread, storing on this one).
+    monkeypatch.setattr(ingestion, "EMBED_GROUP", 1)
+    store = vector_store_create(project=tenant.project, data=VectorStoreCreateInput())
+    texts = {
+        "a.txt": b"The Corvid engine idles at 900 rpm.",
+        "b.txt": b"The Marlow canal freezes in January.",
+        "c.txt": b"The Harrowgate bell rings twice at noon.",
+    }
+    rows = {
+        name: vector_store_file_add(
+            vector_store=store,
+            data=VectorStoreFileCreateInput(
+                file_id=_file(tenant, name, data).id, attributes={"name": name}
+            ),
+        )
+        for name, data in texts.items()
+    }
+    prepare = ingestion._prepare
+
+    def prepare_then_cancel_b(vsf_id: str, progress: Any) -> Any:
+        outcome = prepare(vsf_id, progress)
+        if vsf_id == rows["b.txt"].id:
+            # Cancelled after it was read, before its batch is embedded.
+            VectorStoreFile.objects.filter(pk=vsf_id).update(status="cancelled")
+        return outcome
+
+    monkeypatch.setattr(ingestion, "_prepare", prepare_then_cancel_b)
+    results = vector_store_files_ingest(vsf_ids=[r.id for r in rows.values()])
+    assert results == {
+        rows["a.txt"].id: "completed",
+        rows["b.txt"].id: "skipped",
+        rows["c.txt"].id: "completed",
+    }
+    chunks = Chunk.objects.filter(vector_store_id=store.id).order_by("file_id")
+    assert sorted((c.text, c.attributes["name"], c.position) for c in chunks) == [
+        (texts["a.txt"].decode(), "a.txt", 0),
+        (texts["c.txt"].decode(), "c.txt", 0),
+    ]
+    for chunk in chunks:
+        # The vector stored is the text's own embedding (rows are not
+        # shifted between batches).
+        want = embeddings.embed([chunk.text])[0]
+        assert math.isclose(
+            sum(a * b for a, b in zip(chunk.embedding, want, strict=True)),
+            1.0,
+            abs_tol=1e-4,
+        )
+    done = VectorStoreFile.objects.get(pk=rows["c.txt"].id)
+    assert done.status == "completed" and done.chunk_count == 1

@@ -252,13 +252,21 @@ class Chunk(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
+    # db_index=False: chunk_store and chunk_file_position (Meta) already
+    # lead with these columns; Django's own two indexes per key (btree and
+    # varchar_pattern_ops) only cost every chunk insert.
     vector_store = models.ForeignKey(
-        VectorStore, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        VectorStore,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
     )
     vector_store_file = models.ForeignKey(
         VectorStoreFile,
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        db_index=False,
         related_name="chunks",
     )
     file_id = models.CharField(max_length=64)
@@ -287,6 +295,15 @@ class Chunk(models.Model):
                 opclasses=["vector_cosine_ops"],
             ),
             GinIndex(fields=["search_vector"], name="chunk_search_vector"),
+            # Serves eq/in attribute filters (written as `attributes @> ...`)
+            # so that a selective filter is searched exactly over its few
+            # rows (tools/file_search/search.py); jsonb_path_ops: smaller and
+            # faster than the default opclass for containment, all we use.
+            GinIndex(
+                fields=["attributes"],
+                name="chunk_attributes",
+                opclasses=["jsonb_path_ops"],
+            ),
         ]
 
     def __str__(self) -> str:

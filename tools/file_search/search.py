@@ -3,10 +3,22 @@ fused by a weighted sum of their normalised scores.
 
 Each ranker is one SQL query over ``tools_chunk`` that already applies the
 store and attribute filters, so a filter never empties a page that the index
-scan would have filled. For the vector query pgvector 0.8's iterative index
-scan keeps pulling candidates until enough rows pass the filter (without it,
-an HNSW scan returns at most ``ef_search`` rows *before* filtering: a 1 %
-filter leaves almost nothing).
+scan would have filled. The vector query has two plans, chosen per query by
+the planner's estimate of the rows the store scope and filters leave
+(``vector_ranking``):
+
+- **exact**: at most ``SEARCH_EXACT_MAX_ROWS`` rows: they are fetched through
+  the store's btree or the attributes' GIN index and every distance is
+  computed. Exact, and cheaper than the graph walk a selective scope needs.
+- **hnsw**: more rows: the HNSW index with pgvector 0.8's iterative scan,
+  which keeps pulling candidates until enough rows pass the filter (without
+  it, an HNSW scan returns at most ``ef_search`` rows *before* filtering: a
+  1 % filter leaves almost nothing). A scan that still comes back short
+  (the estimate was far too high, or ``hnsw.max_scan_tuples`` ran out) is
+  answered again exactly, so a selective filter never loses rows.
+
+A store is a filter too: a store holding 1 % of the table is searched
+exactly, not through a graph built over everyone's chunks.
 
 Scores are in [0, 1]. Hybrid: ``0.7 × vector + 0.3 × keyword``, each
 ranker's scores min-max normalised over its candidates (1.0: best in both).
@@ -20,12 +32,13 @@ the rank divided by the best rank of the page.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from pydantic import Field
 
 from core.validation import Input
@@ -64,12 +77,23 @@ class FilterError(ValueError):
 _NUMERIC_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-def filter_sql(flt: Filter | None, params: list[Any], depth: int = 0) -> str:
+def filter_sql(
+    flt: Filter | None, params: list[Any], depth: int = 0, *, estimate: bool = False
+) -> str:
     """A WHERE fragment over ``attributes`` (jsonb); appends to ``params``.
 
     eq/ne/in/nin compare JSON values (so 1 and "1" differ, as they do in
     OpenAI's filters); gt/gte/lt/lte compare numbers, or strings with a
     string value; a missing key matches only ``ne`` and ``nin``.
+
+    eq/in are containment tests (``attributes @> {"key": value}``): for a
+    scalar value that is the same as comparing ``attributes -> key`` (an
+    array or object attribute contains no scalar at its key), and it is what
+    the GIN index ``chunk_attributes`` serves and what the planner estimates
+    from the column's statistics. ``estimate`` writes gt/gte/lt/lte as
+    jsonpath tests instead (``attributes @@ '$."key" < 10'``), for
+    ``EXPLAIN`` only: PostgreSQL estimates those from the same statistics,
+    where the exact CASE expression gets a fixed one-third guess.
     """
     if flt is None:
         return "TRUE"
@@ -79,25 +103,33 @@ def filter_sql(flt: Filter | None, params: list[Any], depth: int = 0) -> str:
         joiner = " AND " if flt.type == "and" else " OR "
         return (
             "("
-            + joiner.join(filter_sql(f, params, depth + 1) for f in flt.filters)
+            + joiner.join(
+                filter_sql(f, params, depth + 1, estimate=estimate) for f in flt.filters
+            )
             + ")"
         )
     key, value = flt.key, flt.value
     if flt.type in ("in", "nin"):
         if not isinstance(value, list):
             raise FilterError(f"'{flt.type}' needs a list value")
-        params.extend([key, [json.dumps(v) for v in value]])
-        test = "(attributes -> %s) = ANY(%s::jsonb[])"
-        return test if flt.type == "in" else f"NOT coalesce({test}, FALSE)"
+        params.append([json.dumps({key: v}) for v in value])
+        test = "(attributes @> ANY(%s::jsonb[]))"
+        return test if flt.type == "in" else f"NOT {test}"
     if isinstance(value, list):
         raise FilterError(f"'{flt.type}' needs a single value, not a list")
     if flt.type in ("eq", "ne"):
-        params.extend([key, json.dumps(value)])
-        test = "(attributes -> %s) = %s::jsonb"
-        return test if flt.type == "eq" else f"NOT coalesce({test}, FALSE)"
+        params.append(json.dumps({key: value}))
+        test = "(attributes @> %s::jsonb)"
+        return test if flt.type == "eq" else f"NOT {test}"
     op = _NUMERIC_OPS[flt.type]
     if isinstance(value, bool):
         raise FilterError(f"'{flt.type}' cannot compare booleans")
+    if estimate:
+        # JSON's string escapes are jsonpath's; a number's JSON is a jsonpath
+        # number. Close enough for an estimate (lax jsonpath also looks
+        # inside arrays, which the query below does not).
+        params.append(f"$.{json.dumps(key)} {op} {json.dumps(value)}")
+        return "(attributes @@ %s::jsonpath)"
     if isinstance(value, str):
         params.extend([key, key, value])
         return (
@@ -128,7 +160,91 @@ class Hit:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
-def _vector_ranking(
+Plan = Literal["exact", "hnsw", "hnsw+exact"]
+
+
+@dataclass
+class VectorRanking:
+    """A vector query's rows (chunk id, cosine distance), nearest first, and
+    how it was answered: ``exact``, ``hnsw``, or ``hnsw+exact`` (the index
+    scan came back short and the exact plan answered)."""
+
+    rows: list[tuple[int, float]]
+    plan: Plan
+    estimated_rows: float | None
+
+
+def _estimate_rows(
+    cursor: Any, store_ids: Sequence[str], flt: Filter | None
+) -> float | None:
+    """The planner's estimate of the chunks of ``store_ids`` that pass
+    ``flt`` (None when it cannot tell). Planning only, nothing is read: about
+    a third of a millisecond."""
+    params: list[Any] = [list(store_ids)]
+    where = filter_sql(flt, params, estimate=True)
+    sql = (
+        "EXPLAIN (FORMAT JSON) SELECT 1 FROM tools_chunk "
+        f"WHERE vector_store_id = ANY(%s) AND {where}"
+    )
+    if "jsonpath" not in where:
+        # Nothing here PostgreSQL could refuse: no savepoint (two round
+        # trips fewer).
+        cursor.execute(sql, params)
+        plan = cursor.fetchone()[0]
+    else:
+        try:
+            # A savepoint: a jsonpath PostgreSQL refuses must not abort the
+            # search's transaction (the search then takes the index plan).
+            with transaction.atomic():
+                cursor.execute(sql, params)
+                plan = cursor.fetchone()[0]
+        except DatabaseError:
+            return None
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def _exact_ranking(
+    cursor: Any,
+    vector: list[float],
+    store_ids: Sequence[str],
+    where: str,
+    where_params: list[Any],
+    limit: int,
+    cap: int | None,
+) -> list[tuple[int, float]] | None:
+    """Every distance over the rows that pass: the exact answer, or None
+    when more than ``cap`` rows pass (the estimate was wrong; the caller
+    takes the index). No ORDER BY inside the CTE, so the HNSW index cannot
+    serve it: the rows come from the store's btree or the attributes' GIN
+    index, or a sequential scan."""
+    cursor.execute(
+        f"""
+        WITH hits AS MATERIALIZED (
+            SELECT id, embedding <=> %s::vector AS distance
+            FROM tools_chunk
+            WHERE vector_store_id = ANY(%s) AND {where}
+            {"LIMIT %s" if cap is not None else ""}
+        )
+        SELECT id, distance, (SELECT count(*) FROM hits)
+        FROM hits ORDER BY distance, id LIMIT %s
+        """,
+        [
+            str(vector),
+            list(store_ids),
+            *where_params,
+            *([cap + 1] if cap is not None else []),
+            limit,
+        ],
+    )
+    rows = cursor.fetchall()
+    if cap is not None and rows and int(rows[0][2]) > cap:
+        return None
+    return [(int(r[0]), float(r[1])) for r in rows]
+
+
+def _hnsw_ranking(
     cursor: Any,
     vector: list[float],
     store_ids: Sequence[str],
@@ -137,10 +253,14 @@ def _vector_ranking(
     limit: int,
 ) -> list[tuple[int, float]]:
     ef = max(int(getattr(settings, "SEARCH_HNSW_EF_SEARCH", 100)), limit)
-    cursor.execute("SET LOCAL hnsw.ef_search = %s", [ef])
-    # relaxed_order: rows may come slightly out of order, so the outer query
-    # sorts them again; the scan continues until `limit` rows pass the filter.
-    cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+    # SET LOCAL of both in one round trip. relaxed_order: rows may come
+    # slightly out of order, so the outer query sorts them again; the scan
+    # continues until `limit` rows pass the filter.
+    cursor.execute(
+        "SELECT set_config('hnsw.ef_search', %s, true), "
+        "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+        [str(ef)],
+    )
     cursor.execute(
         f"""
         WITH hits AS MATERIALIZED (
@@ -150,11 +270,84 @@ def _vector_ranking(
             ORDER BY distance
             LIMIT %s
         )
-        SELECT id, distance FROM hits ORDER BY distance
+        SELECT id, distance FROM hits ORDER BY distance, id
         """,
         [str(vector), list(store_ids), *where_params, limit],
     )
     return [(int(r[0]), float(r[1])) for r in cursor.fetchall()]
+
+
+# What visiting one index candidate costs in an iterative HNSW scan (graph
+# neighbours' distances, a heap fetch for the filter) over computing one
+# row's distance in an exact scan: about 20 on bench/retrieval_bench.py's
+# figures (a 1 % filter at 100k chunks: ~34 ms to visit ~1,000 candidates;
+# exact: ~1-2 us a row).
+_HNSW_VISIT_COST = 20
+
+
+def _exact_max_rows(cursor: Any, limit: int, floor: int) -> int:
+    """The most rows an exact scan should take. An iterative scan visits
+    about ``limit × table / rows`` candidates to find ``limit`` that pass,
+    an exact scan computes ``rows`` distances: exact is cheaper while
+    ``rows² < cost × limit × table``, which grows with the table (about
+    9,000 rows at 100k chunks for 40 results, 28,000 at 1M).
+    ``floor`` (``SEARCH_EXACT_MAX_ROWS``) is the least."""
+    cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'tools_chunk'::regclass")
+    table = max(0.0, float(cursor.fetchone()[0]))
+    return max(floor, int(math.sqrt(_HNSW_VISIT_COST * limit * table)))
+
+
+def _index_served(flt: Filter | None) -> bool:
+    """Whether an index finds the rows passing ``flt`` (with the store's
+    btree, the attributes' GIN index for eq/in) rather than a scan of the
+    stores' chunks checking each."""
+    if flt is None:
+        return True
+    if isinstance(flt, CompoundFilter):
+        parts = [_index_served(f) for f in flt.filters]
+        return any(parts) if flt.type == "and" else all(parts)
+    return flt.type in ("eq", "in")
+
+
+def vector_ranking(
+    cursor: Any,
+    vector: list[float],
+    store_ids: Sequence[str],
+    flt: Filter | None,
+    limit: int,
+) -> VectorRanking:
+    """The ``limit`` chunks of ``store_ids`` passing ``flt`` nearest to
+    ``vector`` (see the module docstring for the plans). Runs inside the
+    caller's transaction (it sets ``SET LOCAL`` options)."""
+    params: list[Any] = []
+    where = filter_sql(flt, params)
+    estimate = _estimate_rows(cursor, store_ids, flt)
+    # What the exact plan reads: the passing rows when an index finds them,
+    # else every chunk of the stores (a range filter is checked row by row).
+    reads = estimate
+    if estimate is not None and not _index_served(flt):
+        reads = _estimate_rows(cursor, store_ids, None)
+    floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
+    # Under the floor the table's size does not matter: one query fewer.
+    exact_max = floor if reads is not None and reads <= floor else None
+    if exact_max is None:
+        exact_max = _exact_max_rows(cursor, limit, floor)
+    if reads is not None and reads <= exact_max:
+        # The estimate may be off (statistics not yet analyzed for a new
+        # store): past four times the bound, the index answers instead.
+        rows = _exact_ranking(
+            cursor, vector, store_ids, where, params, limit, cap=4 * exact_max
+        )
+        if rows is not None:
+            return VectorRanking(rows, "exact", estimate)
+    rows = _hnsw_ranking(cursor, vector, store_ids, where, params, limit)
+    if len(rows) >= limit:
+        return VectorRanking(rows, "hnsw", estimate)
+    # Short: fewer rows pass than asked for (then the exact scan is small),
+    # or the iterative scan hit hnsw.max_scan_tuples under a filter far more
+    # selective than estimated. Either way the exact answer is complete.
+    exact = _exact_ranking(cursor, vector, store_ids, where, params, limit, cap=None)
+    return VectorRanking(exact or [], "hnsw+exact", estimate)
 
 
 def _keyword_ranking(
@@ -212,14 +405,10 @@ def chunks_search(
     with transaction.atomic(), connection.cursor() as cursor:
         for i, query in enumerate(queries):
             if mode != "keyword":
-                rankings.append(
-                    (
-                        "vector",
-                        _vector_ranking(
-                            cursor, vectors[i], vector_store_ids, where, params, depth
-                        ),
-                    )
+                nearest = vector_ranking(
+                    cursor, vectors[i], vector_store_ids, filters, depth
                 )
+                rankings.append(("vector", nearest.rows))
             if mode != "vector":
                 rankings.append(
                     (

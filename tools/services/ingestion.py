@@ -1,25 +1,28 @@
 """Ingestion of one vector store file: parse → chunk → embed → store.
 
-Runs in a worker (``tools.tasks``), outside any transaction until the very
-end: the chunks of a file are written, and its status set, in one short
-transaction that first checks the file is still wanted (not cancelled, not
+Runs in a worker (``tools.tasks``), outside any transaction except for short
+writes: a batch's chunks are written, and its files' status set, in one
+transaction that first checks each file is still wanted (not cancelled, not
 deleted, not already done by a twin of this task). Running it twice is safe.
+Parsing, embedding and writing overlap (``vector_store_files_ingest``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from tools import embeddings
 from tools.file_search.parsers import Limits, ParseError, extract_text
-from tools.models import Chunk, VectorStoreFile
+from tools.models import VectorStoreFile
 from tools.selectors import file_content_open
 
 logger = logging.getLogger(__name__)
@@ -27,8 +30,11 @@ logger = logging.getLogger(__name__)
 # A worker that dies mid-file (OOM, hard time limit) hands the message back
 # (acks_late); the file fails for good after this many starts.
 MAX_ATTEMPTS = 5
-# Embed and check for cancellation this many chunks at a time.
-EMBED_GROUP = 256
+# Chunks per pipeline batch (embedded in one call, stored in one
+# transaction): several of the model's batches (EMBEDDING_BATCH_SIZE), so
+# sorting by length still pays, and small enough that preparing and storing
+# the next and previous batches hides behind it.
+EMBED_GROUP = 128
 
 
 @dataclass(frozen=True)
@@ -150,78 +156,155 @@ def vector_store_files_ingest(
     """Ingest a group of files; returns each one's final status (``skipped``
     when there was nothing to do).
 
-    Files are parsed one by one, then the chunks of the whole group are
-    embedded together (sentence-transformers sorts one call's texts by
-    length, so many small files cost far less padding, and far fewer calls,
-    than one call each), then each file's chunks are stored in its own
-    transaction. Parse errors end in ``failed`` with ``invalid_file`` or
-    ``unsupported_file``; anything unexpected propagates (the task marks
-    the files failed with ``server_error``).
+    A pipeline of three stages, so that the model never waits for Python or
+    the database: this thread parses and splits files into batches of about
+    EMBED_GROUP chunks, one background thread embeds them (torch releases
+    the GIL while it computes), and while it embeds batch k this thread
+    stores batch k-1 (one transaction, COPY) and prepares batch k+1. The
+    background thread never touches the database: every read and write is
+    on this thread's connection (and, in tests, inside its transaction).
+    Within a batch, sentence-transformers sorts texts by length, so many
+    small files cost little padding. Parse errors end in ``failed`` with
+    ``invalid_file`` or ``unsupported_file``; anything unexpected propagates
+    (the task marks the files failed with ``server_error``).
     """
     progress = progress or Progress()
     results: dict[str, str] = {}
-    prepared: list[tuple[VectorStoreFile, list[ChunkText]]] = []
+    inflight: tuple[list[Prepared], Future[list[list[float]]]] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="embed") as pool:
+        try:
+            for batch in _batches(vsf_ids, progress, results):
+                batch = _wanted(batch, results)
+                future = pool.submit(
+                    embeddings.embed, [p.text for _, pieces in batch for p in pieces]
+                )
+                if inflight is not None:
+                    results.update(_chunks_store(*_resolved(inflight)))
+                inflight = (batch, future)
+            if inflight is not None:
+                results.update(_chunks_store(*_resolved(inflight)))
+                inflight = None
+        finally:
+            if inflight is not None:
+                inflight[1].cancel()
+    return results
+
+
+Prepared = tuple[VectorStoreFile, list[ChunkText]]
+
+
+def _batches(
+    vsf_ids: Sequence[str], progress: Progress, results: dict[str, str]
+) -> Iterator[list[Prepared]]:
+    """The prepared files, in batches of at least EMBED_GROUP chunks (a
+    file's chunks are never split); files that end here go to ``results``."""
+    batch: list[Prepared] = []
+    size = 0
     for vsf_id in vsf_ids:
         outcome = _prepare(vsf_id, progress)
         if isinstance(outcome, str):
             results[vsf_id] = outcome
-        else:
-            prepared.append(outcome)
-    texts = [p.text for _, pieces in prepared for p in pieces]
-    vectors: list[list[float]] = []
-    for i in range(0, len(texts), EMBED_GROUP):
-        if i and not any(_still_wanted(vsf.pk) for vsf, _ in prepared):
-            break  # every file was cancelled or deleted meanwhile
-        vectors.extend(embeddings.embed(texts[i : i + EMBED_GROUP]))
-    offset = 0
-    for vsf, pieces in prepared:
-        mine = vectors[offset : offset + len(pieces)]
-        offset += len(pieces)
-        if len(mine) < len(pieces):
-            results[vsf.pk] = "skipped"
             continue
-        results[vsf.pk] = _chunks_store(vsf=vsf, pieces=pieces, vectors=mine)
-    return results
+        batch.append(outcome)
+        size += len(outcome[1])
+        if size >= EMBED_GROUP:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
-def _chunks_store(
-    *, vsf: VectorStoreFile, pieces: list[ChunkText], vectors: list[list[float]]
-) -> str:
+def _wanted(batch: list[Prepared], results: dict[str, str]) -> list[Prepared]:
+    """The files of ``batch`` still in progress (not cancelled or deleted
+    while the previous batch embedded): nothing is embedded for the rest."""
+    alive = set(
+        VectorStoreFile.objects.filter(
+            pk__in=[vsf.pk for vsf, _ in batch],
+            status=VectorStoreFile.Status.IN_PROGRESS,
+        ).values_list("pk", flat=True)
+    )
+    for vsf, _ in batch:
+        if vsf.pk not in alive:
+            results[vsf.pk] = "skipped"
+    return [item for item in batch if item[0].pk in alive]
+
+
+def _resolved(
+    inflight: tuple[list[Prepared], Future[list[list[float]]]],
+) -> tuple[list[Prepared], list[list[float]]]:
+    batch, future = inflight
+    return batch, future.result()  # re-raises the embedding's error here
+
+
+def _vector_text(vector: Sequence[float]) -> str:
+    return "[" + ",".join(map(repr, vector)) + "]"
+
+
+def _chunks_store(batch: list[Prepared], vectors: list[list[float]]) -> dict[str, str]:
+    """Store a batch's chunks and complete its files, in one transaction
+    that first locks the files still in progress (the others were
+    cancelled, deleted or done by a twin meanwhile: ``skipped``). A twin of
+    this task may have stored some chunks before dying: they are replaced.
+    Chunk rows go in by COPY: no per-row statement."""
+    if not batch:
+        return {}
+    dims = embeddings.embedding_dimensions()
+    results: dict[str, str] = {}
     with transaction.atomic():
-        locked = (
-            VectorStoreFile.objects.select_for_update()
-            .filter(pk=vsf.pk, status=VectorStoreFile.Status.IN_PROGRESS)
-            .first()
+        # In primary-key order, so two workers locking overlapping batches
+        # cannot deadlock.
+        locked = {
+            row.pk: row
+            for row in VectorStoreFile.objects.select_for_update()
+            .filter(
+                pk__in=[vsf.pk for vsf, _ in batch],
+                status=VectorStoreFile.Status.IN_PROGRESS,
+            )
+            .order_by("pk")
+        }
+        offset = 0
+        done: list[VectorStoreFile] = []
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM tools_chunk WHERE vector_store_file_id = ANY(%s)",
+                [list(locked)],
+            )
+            with cursor.cursor.copy(
+                "COPY tools_chunk (vector_store_id, vector_store_file_id, file_id, "
+                "position, text, tokens, attributes, embedding) FROM STDIN"
+            ) as copy:
+                for vsf, pieces in batch:
+                    mine = vectors[offset : offset + len(pieces)]
+                    offset += len(pieces)
+                    row = locked.get(vsf.pk)
+                    if row is None:
+                        results[vsf.pk] = "skipped"
+                        continue
+                    attributes = json.dumps(row.attributes or {})
+                    for n, (piece, vector) in enumerate(zip(pieces, mine, strict=True)):
+                        copy.write_row(
+                            (
+                                row.vector_store_id,
+                                row.pk,
+                                row.file_id,
+                                n,
+                                piece.text,
+                                piece.tokens,
+                                attributes,
+                                _vector_text(vector),
+                            )
+                        )
+                    # What the store holds for this file: its text and its
+                    # vectors.
+                    row.usage_bytes = sum(len(p.text.encode()) for p in pieces) + (
+                        len(mine) * 4 * dims
+                    )
+                    row.chunk_count = len(pieces)
+                    row.status = VectorStoreFile.Status.COMPLETED
+                    row.last_error = None
+                    done.append(row)
+                    results[vsf.pk] = "completed"
+        VectorStoreFile.objects.bulk_update(
+            done, ["status", "last_error", "usage_bytes", "chunk_count"]
         )
-        if locked is None:
-            return "skipped"  # cancelled, deleted or done meanwhile
-        # A twin of this task may have stored some before dying: replace.
-        Chunk.objects.filter(vector_store_file_id=vsf.pk).delete()
-        Chunk.objects.bulk_create(
-            [
-                Chunk(
-                    vector_store_id=locked.vector_store_id,
-                    vector_store_file_id=locked.pk,
-                    file_id=locked.file_id,
-                    position=n,
-                    text=piece.text,
-                    tokens=piece.tokens,
-                    attributes=locked.attributes or {},
-                    embedding=vector,
-                )
-                for n, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))
-            ],
-            batch_size=500,
-        )
-        # What the store holds for this file: its text and its vectors.
-        usage = sum(len(p.text.encode()) for p in pieces) + len(vectors) * (
-            4 * embeddings.embedding_dimensions()
-        )
-        locked.status = VectorStoreFile.Status.COMPLETED
-        locked.last_error = None
-        locked.usage_bytes = usage
-        locked.chunk_count = len(pieces)
-        locked.save(
-            update_fields=["status", "last_error", "usage_bytes", "chunk_count"]
-        )
-    return "completed"
+    return results

@@ -1,0 +1,233 @@
+"""The vector query's plan choice (tools/file_search/search.py): exact over
+the few rows a selective store scope or filter leaves, the HNSW iterative
+scan otherwise, exact again when that scan comes back short. Whatever the
+plan, the rows are the exact nearest neighbours on these small stores (real
+PostgreSQL + pgvector; synthetic vectors, no model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+
+from tools.file_search.search import (
+    ComparisonFilter,
+    CompoundFilter,
+    Filter,
+    VectorRanking,
+    vector_ranking,
+)
+from tools.models import Chunk, File, VectorStore, VectorStoreFile
+
+DIM = 384
+BIG = 2000
+SMALL = 60
+
+
+def _store(tenant: Any, name: str, attributes: list[dict[str, Any]]) -> str:
+    store = VectorStore.objects.create(project=tenant.project, name=name)
+    file = File.objects.create(
+        project=tenant.project, filename=f"{name}.txt", purpose="assistants", bytes=1
+    )
+    vsf = VectorStoreFile.objects.create(
+        vector_store=store, file=file, status="completed", chunking_strategy={}
+    )
+    rng = np.random.default_rng(len(name))
+    vectors = rng.standard_normal((len(attributes), DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    Chunk.objects.bulk_create(
+        [
+            Chunk(
+                vector_store_id=store.id,
+                vector_store_file_id=vsf.id,
+                file_id=file.id,
+                position=i,
+                text=f"chunk {i}",
+                tokens=2,
+                attributes=attrs,
+                embedding=vector.tolist(),
+            )
+            for i, (attrs, vector) in enumerate(zip(attributes, vectors, strict=True))
+        ],
+        batch_size=1000,
+    )
+    return store.id
+
+
+@pytest.fixture
+def stores(tenant: Any) -> dict[str, str]:
+    with connection.cursor() as cursor:
+        # Inserting row by row into a live HNSW graph is what makes this
+        # fixture slow; the test's transaction drops the index, loads, and
+        # builds it once (all rolled back with the test).
+        cursor.execute("DROP INDEX chunk_embedding_hnsw")
+    big = _store(
+        tenant,
+        "big",
+        [
+            {"bucket": i % 100, "tag": "odd" if i % 2 else "even", "n": str(i)}
+            for i in range(BIG)
+        ],
+    )
+    small = _store(tenant, "small", [{"bucket": i % 100} for i in range(SMALL)])
+    with connection.cursor() as cursor:
+        # The chunks' foreign keys are deferred: check them now, or CREATE
+        # INDEX refuses a table with pending trigger events.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        cursor.execute(
+            "CREATE INDEX chunk_embedding_hnsw ON tools_chunk USING hnsw "
+            "(embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        )
+        # Fresh statistics, as autovacuum keeps them: the plan choice reads
+        # the planner's estimates.
+        cursor.execute("ANALYZE tools_chunk")
+    return {"big": big, "small": small}
+
+
+def _query(seed: int) -> list[float]:
+    v = np.random.default_rng(1000 + seed).standard_normal(DIM).astype(np.float32)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def _truth(
+    store_id: str, vector: list[float], keep: Any, limit: int
+) -> list[tuple[int, float]]:
+    """Nearest rows by cosine distance, computed here (not by PostgreSQL)."""
+    rows = [
+        (c.id, np.asarray(c.embedding, dtype=np.float64))
+        for c in Chunk.objects.filter(vector_store_id=store_id).only(
+            "id", "embedding", "attributes"
+        )
+        if keep(c.attributes)
+    ]
+    q = np.asarray(vector, dtype=np.float64)
+    scored = [
+        (cid, 1 - float(e @ q / (np.linalg.norm(e) * np.linalg.norm(q))))
+        for cid, e in rows
+    ]
+    return sorted(scored, key=lambda r: r[1])[:limit]
+
+
+def _search(
+    store_id: str, vector: list[float], flt: Filter | None, limit: int = 10
+) -> VectorRanking:
+    with transaction.atomic(), connection.cursor() as cursor:
+        return vector_ranking(cursor, vector, [store_id], flt, limit)
+
+
+def _assert_exact(ranking: VectorRanking, truth: list[tuple[int, float]]) -> None:
+    assert [r[0] for r in ranking.rows] == [t[0] for t in truth]
+    for (_, got), (_, want) in zip(ranking.rows, truth, strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_a_small_store_is_searched_exactly(stores: dict[str, str]) -> None:
+    for seed in range(3):
+        vector = _query(seed)
+        ranking = _search(stores["small"], vector, None)
+        assert ranking.plan == "exact"
+        _assert_exact(ranking, _truth(stores["small"], vector, lambda a: True, 10))
+
+
+SELECTIVE: list[tuple[Filter, Any]] = [
+    (
+        ComparisonFilter(type="eq", key="bucket", value=7),
+        lambda a: a.get("bucket") == 7,
+    ),
+    (
+        ComparisonFilter(type="in", key="bucket", value=[3, 4, 5]),
+        lambda a: a.get("bucket") in (3, 4, 5),
+    ),
+    (
+        ComparisonFilter(type="lt", key="bucket", value=2),
+        lambda a: a.get("bucket", 999) < 2,
+    ),
+    (
+        CompoundFilter(
+            type="and",
+            filters=[
+                ComparisonFilter(type="eq", key="tag", value="odd"),
+                ComparisonFilter(type="gte", key="bucket", value=95),
+            ],
+        ),
+        lambda a: a.get("tag") == "odd" and a.get("bucket", -1) >= 95,
+    ),
+]
+
+
+@override_settings(SEARCH_EXACT_MAX_ROWS=2500)
+def test_a_selective_filter_is_searched_exactly(stores: dict[str, str]) -> None:
+    # eq, in, lt and a compound filter: each keeps 1-3 % of the store. eq/in
+    # rows come from the GIN index; a range filter reads the whole store
+    # (2,000 rows, under the bound set here).
+    for flt, keep in SELECTIVE:
+        for seed in range(3):
+            vector = _query(seed)
+            ranking = _search(stores["big"], vector, flt)
+            assert ranking.plan == "exact", flt
+            assert ranking.estimated_rows is not None
+            assert ranking.estimated_rows < BIG / 5, flt
+            _assert_exact(ranking, _truth(stores["big"], vector, keep, 10))
+
+
+@override_settings(SEARCH_HNSW_EF_SEARCH=1000)
+def test_a_broad_scope_takes_the_index_and_finds_the_same_rows(
+    stores: dict[str, str],
+) -> None:
+    # ef_search 1000 over 2,000 rows: the graph walk sees nearly everything,
+    # so its answer must be the exact one.
+    broad = ComparisonFilter(type="eq", key="tag", value="even")
+    for flt, keep in (
+        (None, lambda a: True),
+        (broad, lambda a: a.get("tag") == "even"),
+    ):
+        for seed in range(3):
+            vector = _query(seed)
+            with override_settings(SEARCH_EXACT_MAX_ROWS=100):
+                ranking = _search(stores["big"], vector, flt)
+            assert ranking.plan == "hnsw"
+            _assert_exact(ranking, _truth(stores["big"], vector, keep, 10))
+
+
+def test_a_short_index_scan_is_answered_exactly(stores: dict[str, str]) -> None:
+    # Statistics say every row is "even" or "odd"; then all but 4 rows
+    # change. The estimate (half the store) picks the index, which finds 4
+    # rows for a page of 10: the exact plan answers instead.
+    Chunk.objects.filter(vector_store_id=stores["big"]).exclude(
+        attributes__n__in=["1", "3", "5", "7"]
+    ).update(attributes={"tag": "gone"})
+    flt = ComparisonFilter(type="eq", key="tag", value="odd")
+    vector = _query(0)
+    with override_settings(SEARCH_EXACT_MAX_ROWS=100):
+        ranking = _search(stores["big"], vector, flt)
+    assert ranking.plan == "hnsw+exact"
+    truth = _truth(stores["big"], vector, lambda a: a.get("tag") == "odd", 10)
+    assert len(truth) == 4
+    _assert_exact(ranking, truth)
+
+
+@override_settings(SEARCH_HNSW_EF_SEARCH=1000)
+def test_filters_keep_their_json_semantics(stores: dict[str, str]) -> None:
+    # eq/in are containment tests for the index; they must still compare
+    # values: "7" is not 7, and a missing key matches only ne and nin.
+    vector = _query(0)
+    cases: list[tuple[Filter, Any]] = [
+        (ComparisonFilter(type="eq", key="n", value=7), lambda a: False),
+        (ComparisonFilter(type="eq", key="n", value="7"), lambda a: a["n"] == "7"),
+        (
+            ComparisonFilter(type="ne", key="missing", value=1),
+            lambda a: True,
+        ),
+        (
+            ComparisonFilter(type="nin", key="bucket", value=list(range(1, 100))),
+            lambda a: a["bucket"] == 0,
+        ),
+        (ComparisonFilter(type="gt", key="n", value="1998"), lambda a: a["n"] > "1998"),
+    ]
+    for flt, keep in cases:
+        ranking = _search(stores["big"], vector, flt, limit=5)
+        _assert_exact(ranking, _truth(stores["big"], vector, keep, 5))
