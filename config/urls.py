@@ -9,6 +9,7 @@ from drf_spectacular.views import (
 )
 
 from core.api.v1.models import ModelDetailApi, ModelListApi
+from core.observability import views as observability
 
 v1: list[URLPattern | URLResolver] = [
     path("models", ModelListApi.as_view()),
@@ -24,6 +25,10 @@ urlpatterns = [
     path("redoc/", SpectacularRedocView.as_view(url_name="openapi"), name="redoc"),
     path("admin/", admin.site.urls),
     path("store/", include("store.urls")),
+    # Probes and the Prometheus scrape: no API key (core/observability/).
+    path("healthz", observability.healthz, name="healthz"),
+    path("readyz", observability.readyz, name="readyz"),
+    path("metrics", observability.metrics, name="metrics"),
 ]
 
 handler400 = "core.views.bad_request"

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -84,6 +85,14 @@ class SessionManager:
         # Counters for the benchmark and the logs.
         self.pool_hits = 0
         self.pool_misses = 0
+        # Called with (sessions held, sessions pooled) after either changes:
+        # the worker wires it to its metrics (this library stays free of
+        # them). Must be cheap and must not raise.
+        self.on_change: Callable[[int, int], None] | None = None
+
+    def _report(self) -> None:
+        if self.on_change is not None:
+            self.on_change(len(self._sessions), len(self._pool))
 
     # -- names and labels --------------------------------------------------
 
@@ -149,6 +158,7 @@ class SessionManager:
             session.touch()
             self._sessions[key] = session
             self._wake.set()
+            self._report()
             return session
 
     def run(self, key: str, code: str, timeout: float | None = None) -> ExecResult:
@@ -173,6 +183,7 @@ class SessionManager:
             if session is not None:
                 session.remove()
                 self._forget(session.name)
+        self._report()
 
     def _adopt(self, name: str) -> Session | None:
         try:
@@ -283,6 +294,7 @@ class SessionManager:
             try:
                 self.prune_pool()
                 self.fill_pool()
+                self._report()
                 backoff = 1.0
             except Exception:
                 logger.exception("sandbox pool: cannot start a container")
@@ -349,6 +361,7 @@ class SessionManager:
                     if session.name == name:
                         session.dead = True
                         del self._sessions[key]
+        self._report()
         return removed
 
     def _last_used(self, name: str, container: object) -> float:
@@ -387,6 +400,7 @@ class SessionManager:
             pooled, self._pool = list(self._pool), collections.deque()
         for session in pooled:
             session.remove()
+        self._report()
 
 
 def _parse_docker_time(value: str) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,7 @@ class Stack:
         AGENTS_REQUIRE_REAL_SERVICES=1 a missing engine is an error.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.clear_metrics()
         self.launch_engine(required=tests and _require_real_services(self.env))
         if not self.env.get("DATABASE_URL"):
             self.postgres = EmbeddedPostgres(self.data_dir)
@@ -70,6 +72,17 @@ class Stack:
         else:
             log("using REDIS_URL")
         self.announce_engine(tests=tests)
+
+    def clear_metrics(self) -> None:
+        """Empty the Prometheus multi-process directory: files left by the
+        processes of an earlier start would be summed into this one's
+        (core/observability/metrics.py)."""
+        directory = Path(
+            self.env.get("PROMETHEUS_MULTIPROC_DIR")
+            or self.data_dir / "prometheus" / socket.gethostname()
+        )
+        for stale in directory.glob("*.db"):
+            stale.unlink(missing_ok=True)
 
     def launch_engine(self, *, required: bool) -> None:
         """Start the local engine's process unless MODEL_BASE_URL names one.

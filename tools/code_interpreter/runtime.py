@@ -28,6 +28,7 @@ from django.core.files.base import ContentFile
 from docker.errors import DockerException
 from requests import RequestException
 
+from core.observability import metrics
 from sandbox import (
     ExecResult,
     SandboxConfig,
@@ -92,6 +93,7 @@ def session_manager() -> SessionManager:
     with _lock:
         if _manager is None:
             _manager = SessionManager(sandbox_config(), docker_client())
+            _manager.on_change = metrics.sandbox_sessions
         return _manager
 
 
