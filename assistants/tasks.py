@@ -10,6 +10,8 @@ import logging
 import threading
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
@@ -19,6 +21,7 @@ from assistants.engine import EngineError
 from assistants.runs.executor import run_execute
 from assistants.runs.memory import thread_summarize
 from assistants.runs.reaper import runs_reap
+from core.errors import is_outage
 from tools.services.file import files_expire_due
 from tools.services.upload import uploads_expire_due
 from tools.services.vector_store import vector_stores_expire_due
@@ -37,7 +40,31 @@ logger = logging.getLogger(__name__)
     time_limit=1860,
 )
 def run_execute_task(run_id: str) -> None:
-    run_execute(run_id)
+    try:
+        run_execute(run_id)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        # PostgreSQL went away before the claim (or Redis under it): the run
+        # is still queued or has a stale heartbeat, and the reaper takes it up.
+        logger.warning("run %s: left to the reaper, %s", run_id, exc)
+
+
+def run_wake(run_id: str) -> bool:
+    """Send ``run_id``'s wake-up to a worker; False if the broker is away.
+
+    Callers have already committed the queued run: PostgreSQL is the source
+    of truth, so an unreachable broker does not fail the request. The reaper
+    re-sends the wake-up of a run still queued after
+    RUN_REQUEUE_AFTER_SECONDS, which covers a wake-up never sent as well as
+    one Redis lost in a restart.
+    """
+    try:
+        run_execute_task.delay(run_id)
+    except (kombu.exceptions.OperationalError, redis.exceptions.RedisError) as exc:
+        logger.warning("run %s: wake-up not sent, broker unavailable: %s", run_id, exc)
+        return False
+    return True
 
 
 @shared_task(
@@ -85,8 +112,13 @@ class _ReaperThread(threading.Thread):
                 uploads_expire_due()
                 files_expire_due()
                 vector_stores_expire_due()
-            except Exception:
-                logger.exception("reaper sweep failed")
+            except Exception as exc:
+                if is_outage(exc):
+                    # PostgreSQL or Redis is restarting: the next sweep
+                    # catches up; a traceback every second would bury the log.
+                    logger.warning("reaper sweep skipped: %s", exc)
+                else:
+                    logger.exception("reaper sweep failed")
             finally:
                 connection.close()
 

@@ -6,8 +6,18 @@ import os
 
 from celery import Celery
 
+from core.broker import cap_broker_reconnect_interval, patch_redis_detached_channel
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+# Before any connection exists: a Redis restart must not end the worker,
+# and the worker must be back soon after Redis (core/broker.py).
+patch_redis_detached_channel()
+cap_broker_reconnect_interval()
 
 app = Celery("agents")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The request id in task headers, the worker's log format, its metrics files.
+import core.observability.celery  # noqa: E402, F401

@@ -10,12 +10,18 @@ already decided, and it expires a day after the run's last event.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 import orjson
 import redis
 from django.conf import settings
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+logger = logging.getLogger(__name__)
 
 STREAM_TTL_SECONDS = 24 * 3600
 STREAM_MAXLEN = 100_000
@@ -36,6 +42,17 @@ FINAL_EVENTS = frozenset(
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
 
+# redis-py's default retry (3 tries, backoff up to 10 s) would hold a request
+# or a run ~7 s on each call while Redis restarts; two quick retries cover a
+# dropped connection to a live server, then the caller decides.
+CONNECT_TIMEOUT_SECONDS = 2.0
+# After a failed publish, further events of this process are dropped at once
+# for this long instead of each waiting for its own connection error.
+PUBLISH_BACKOFF_SECONDS = 1.0
+_publish_down_until = 0.0
+
+_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
 
 def stream_key(run_id: str) -> str:
     return f"agents:run:{run_id}:events"
@@ -55,38 +72,76 @@ def client() -> redis.Redis:
         with _clients_lock:
             conn = _clients.get(url)
             if conn is None:
-                conn = redis.Redis.from_url(url)
+                conn = redis.Redis.from_url(
+                    url,
+                    socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    retry=Retry(
+                        ExponentialWithJitterBackoff(base=0.1, cap=0.5), retries=2
+                    ),
+                    # A connection idle across a Redis restart is found dead
+                    # before use rather than failing the call.
+                    health_check_interval=30,
+                )
                 _clients[url] = conn
     return conn
 
 
+def _publish_blocked() -> bool:
+    return time.monotonic() < _publish_down_until
+
+
+def _publish_failed(run_id: str, exc: Exception) -> None:
+    """Events are a live view of what PostgreSQL already holds: while Redis
+    is away they are dropped, not raised, so a run or a request does not fail
+    for it. SSE readers answer from PostgreSQL when the final event is
+    missing (streaming.run_events)."""
+    global _publish_down_until
+    _publish_down_until = time.monotonic() + PUBLISH_BACKOFF_SECONDS
+    logger.warning("run %s: event dropped, Redis unavailable: %s", run_id, exc)
+
+
 def publish(run_id: str, event: str, data: Any) -> str:
-    """Append one event; returns its stream id."""
+    """Append one event; returns its stream id ("" if Redis is unavailable
+    and the event was dropped)."""
+    if _publish_blocked():
+        return ""
     key = stream_key(run_id)
     payload = orjson.dumps(data)
-    pipe = client().pipeline(transaction=False)
-    pipe.xadd(
-        key, {"event": event, "data": payload}, maxlen=STREAM_MAXLEN, approximate=True
-    )
-    pipe.expire(key, STREAM_TTL_SECONDS)
-    entry_id, _ = pipe.execute()
+    try:
+        pipe = client().pipeline(transaction=False)
+        pipe.xadd(
+            key,
+            {"event": event, "data": payload},
+            maxlen=STREAM_MAXLEN,
+            approximate=True,
+        )
+        pipe.expire(key, STREAM_TTL_SECONDS)
+        entry_id, _ = pipe.execute()
+    except _UNAVAILABLE as exc:
+        _publish_failed(run_id, exc)
+        return ""
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 def publish_many(run_id: str, events: list[tuple[str, Any]]) -> None:
-    if not events:
+    """Append several events in one round trip (dropped, as ``publish``, if
+    Redis is unavailable)."""
+    if not events or _publish_blocked():
         return
     key = stream_key(run_id)
-    pipe = client().pipeline(transaction=False)
-    for event, data in events:
-        pipe.xadd(
-            key,
-            {"event": event, "data": orjson.dumps(data)},
-            maxlen=STREAM_MAXLEN,
-            approximate=True,
-        )
-    pipe.expire(key, STREAM_TTL_SECONDS)
-    pipe.execute()
+    try:
+        pipe = client().pipeline(transaction=False)
+        for event, data in events:
+            pipe.xadd(
+                key,
+                {"event": event, "data": orjson.dumps(data)},
+                maxlen=STREAM_MAXLEN,
+                approximate=True,
+            )
+        pipe.expire(key, STREAM_TTL_SECONDS)
+        pipe.execute()
+    except _UNAVAILABLE as exc:
+        _publish_failed(run_id, exc)
 
 
 def last_id(run_id: str) -> str:
@@ -105,4 +160,12 @@ def request_cancel(run_id: str) -> None:
 
 
 def cancel_requested(run_id: str) -> bool:
-    return bool(client().exists(cancel_key(run_id)))
+    """Whether a cancel was asked for; False while Redis is unavailable (the
+    run goes on rather than failing because the flag cannot be read)."""
+    if _publish_blocked():
+        return False
+    try:
+        return bool(client().exists(cancel_key(run_id)))
+    except _UNAVAILABLE as exc:
+        _publish_failed(run_id, exc)
+        return False

@@ -19,9 +19,11 @@ One summarizer at a time per thread (a PostgreSQL advisory lock).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
+import kombu.exceptions
+import redis.exceptions
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
@@ -71,16 +73,33 @@ ENQUEUE_DEDUPE_SECONDS = 30
 
 def _enqueue(thread_id: str, model_id: str, budget: int) -> None:
     from assistants.runs import events
-    from assistants.tasks import thread_summarize_task
 
-    fresh = events.client().set(
-        f"agents:summarize:{thread_id}", 1, nx=True, ex=ENQUEUE_DEDUPE_SECONDS
-    )
+    try:
+        fresh = events.client().set(
+            f"agents:summarize:{thread_id}", 1, nx=True, ex=ENQUEUE_DEDUPE_SECONDS
+        )
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        # Redis is restarting: summaries are an optimisation, a later run of
+        # the thread asks again; this run must not fail for it.
+        logger.warning("thread %s: summary not queued, Redis unavailable", thread_id)
+        return
     if not fresh:
         return
-    transaction.on_commit(
-        lambda: thread_summarize_task.delay(thread_id, model_id, budget)
-    )
+    transaction.on_commit(_summarize_later(thread_id, model_id, budget))
+
+
+def _summarize_later(thread_id: str, model_id: str, budget: int) -> Callable[[], None]:
+    def send() -> None:
+        from assistants.tasks import thread_summarize_task
+
+        try:
+            thread_summarize_task.delay(thread_id, model_id, budget)
+        except (kombu.exceptions.OperationalError, redis.exceptions.RedisError):
+            logger.warning(
+                "thread %s: summary not queued, broker unavailable", thread_id
+            )
+
+    return send
 
 
 @contextmanager

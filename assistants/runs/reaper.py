@@ -4,8 +4,10 @@
   (up to RUN_MAX_ATTEMPTS claims), cancelled, or failed with server_error;
 - requires_action runs past ``expires_at``: expired;
 - queued runs whose wake-up was lost (broker restart, worker killed before
-  it claimed): enqueued again. A duplicate wake-up is harmless: the claim is
-  a compare-and-swap.
+  it claimed) or never sent (the broker was down when the run was created:
+  ``heartbeat_at`` is stamped at creation, so such a run is due here too):
+  enqueued again. A duplicate wake-up is harmless: the claim is a
+  compare-and-swap.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _publish(run_id: str, event: str) -> None:
 
 
 def runs_reap() -> ReapReport:
-    from assistants.tasks import run_execute_task
+    from assistants.tasks import run_wake
 
     now = timezone.now()
     report = ReapReport()
@@ -71,7 +73,7 @@ def runs_reap() -> ReapReport:
                     "run %s: worker %s stopped; re-queued", run.id, run.worker
                 )
                 report.requeued += 1
-                run_execute_task.delay(run.id)
+                run_wake(run.id)
             continue
         error = {
             "code": "server_error",
@@ -110,5 +112,5 @@ def runs_reap() -> ReapReport:
     ).values_list("id", flat=True):
         Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(heartbeat_at=now)
         report.rewoken += 1
-        run_execute_task.delay(run_id)
+        run_wake(run_id)
     return report

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -210,11 +211,21 @@ class EmbeddedPostgres:
         # Test databases are cloned from template1: give them pgvector too.
         self.psql("CREATE EXTENSION IF NOT EXISTS vector", database="template1")
 
-    def stop(self) -> None:
+    def stop(self, *, immediate: bool = False) -> None:
+        """Fast shutdown (SIGINT: sessions ended, consistent on disk); or,
+        ``immediate``, SIGQUIT: no checkpoint, the next start replays the
+        WAL as after a crash (what the restart benchmark uses to show that
+        acknowledged commits survive one)."""
         stop_process(
             self.process,
             "PostgreSQL",
-            # SIGINT: fast shutdown, consistent on disk
-            sig=signal.SIGINT,
+            sig=signal.SIGQUIT if immediate else signal.SIGINT,
             timeout=30,
         )
+
+    def restart(self, *, down_seconds: float = 0.0, immediate: bool = False) -> None:
+        """Stop, stay down ``down_seconds``, start again on the same data
+        directory and socket: clients see the outage a real restart gives."""
+        self.stop(immediate=immediate)
+        time.sleep(down_seconds)
+        self.start()

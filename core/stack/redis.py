@@ -6,6 +6,7 @@ import importlib.util
 import shutil
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +79,13 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         stop_process(self.process, "Redis")
+
+    def restart(self, *, down_seconds: float = 0.0) -> None:
+        """Stop, stay down ``down_seconds``, start again on the same port.
+
+        Nothing survives (no persistence): queued wake-ups and event streams
+        are gone, which is what the reaper and the SSE reader must cope with.
+        """
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
