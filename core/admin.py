@@ -7,7 +7,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from core.auth import redact
-from core.models import ApiKey, LanguageModel, Organization, Project, hash_key
+from core.models import (
+    ApiKey,
+    LanguageModel,
+    Organization,
+    Project,
+    ProjectLimits,
+    hash_key,
+)
 from core.services.keys import api_key_generate_raw
 
 
@@ -38,13 +45,31 @@ class ApiKeyInline(admin.TabularInline):
         return False  # keys are created on the API key page, which shows them once
 
 
+class ProjectLimitsInline(admin.StackedInline):
+    """Rate limits and token budgets (core.ratelimit, core.services.quota);
+    edits apply within a few seconds (the per-process caches)."""
+
+    model = ProjectLimits
+    extra = 1  # shown ready to fill; an untouched form saves no row
+    max_num = 1
+    can_delete = True
+    fields = (
+        "requests_per_minute",
+        "runs_per_minute",
+        "daily_token_budget",
+        "monthly_token_budget",
+        "updated_at",
+    )
+    readonly_fields = ("updated_at",)
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ("name", "organization", "id", "created_at")
     list_filter = ("organization",)
     search_fields = ("name", "id", "organization__name")
     readonly_fields = ("id", "created_at")
-    inlines = [ApiKeyInline]
+    inlines = [ProjectLimitsInline, ApiKeyInline]
 
 
 @admin.action(description="Revoke selected keys")
@@ -74,6 +99,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "created_at",
         "last_used_at",
         "revoked_at",
+        "requests_per_minute",
+        "runs_per_minute",
     )
     actions = [revoke_keys]
 

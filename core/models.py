@@ -96,6 +96,19 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Per-key overrides of the request rate limits (core.ratelimit): empty
+    # takes the project's, then the installation's default; 0 = unlimited.
+    requests_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Empty: the project's limit (or the default). 0: unlimited.",
+    )
+    runs_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Run creations and tool-output submissions per minute. "
+        "Empty: the project's limit (or the default). 0: unlimited.",
+    )
 
     class Meta:
         verbose_name = "API key"
@@ -106,6 +119,43 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class ProjectLimits(models.Model):
+    """A project's rate limits and token budgets, set by an operator in admin.
+
+    No row means the installation's defaults and no budget. Budgets count
+    prompt + completion tokens of the project's runs, by the UTC day and
+    month the run was created in (core.services.quota).
+    """
+
+    project = models.OneToOneField(
+        Project, primary_key=True, on_delete=models.CASCADE, related_name="limits"
+    )
+    requests_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Per API key. Empty: RATE_LIMIT_REQUESTS_PER_MINUTE. 0: unlimited.",
+    )
+    runs_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Per API key. Empty: RATE_LIMIT_RUNS_PER_MINUTE. 0: unlimited.",
+    )
+    daily_token_budget = models.PositiveBigIntegerField(
+        default=0, help_text="Tokens per UTC day. 0: unlimited."
+    )
+    monthly_token_budget = models.PositiveBigIntegerField(
+        default=0, help_text="Tokens per UTC calendar month. 0: unlimited."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "project limits"
+        verbose_name_plural = "project limits"
+
+    def __str__(self) -> str:
+        return f"limits of {self.project_id}"
 
 
 class LanguageModel(models.Model):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from assistants.models import Message, RunStep
+from core.net.images import image_part
 
 
 def _text_of(content: list[dict[str, Any]], *, vision: bool) -> str | list[Any]:
@@ -18,9 +19,9 @@ def _text_of(content: list[dict[str, Any]], *, vision: bool) -> str | list[Any]:
             texts.append(value)
             parts.append({"type": "text", "text": value})
         elif kind == "image_url" and vision:
-            parts.append(
-                {"type": "image_url", "image_url": {"url": part["image_url"]["url"]}}
-            )
+            # Fetched here through the SSRF-safe fetcher and inlined: the
+            # engine must never fetch a user's URL itself (core.net.images).
+            parts.append(image_part(part["image_url"]["url"]))
         elif kind in ("image_url", "image_file"):
             texts.append("[image]")
             parts.append({"type": "text", "text": "[image]"})
