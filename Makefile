@@ -6,19 +6,23 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: install install-dev install-engine run test bench bench-runs bench-retrieval bench-sandbox bench-context bench-store bench-store-chat sandbox-image lint typecheck format clean-data help
+.PHONY: install install-dev install-engine run test bench bench-runs bench-retrieval bench-sandbox bench-context bench-store bench-store-chat bench-limits bench-load bench-restart sandbox-image deploy-images lint typecheck format clean-data help
 
 help:
 	@echo "make run    - run the platform (API, worker, embedded PostgreSQL, Redis, model engine)"
 	@echo "make test   - run the whole test suite against the same embedded stack"
 	@echo "make bench  - run the benchmarks (bench/), printing figures"
 	@echo "make bench-runs - only the runs benchmark (bench/runs_bench.py)"
+	@echo "make bench-load - 200 streaming runs + CRUD on 2 web + 2 workers, 10 min (bench/load_bench.py)"
 	@echo "make bench-retrieval - retrieval quality, HNSW latency/recall, ingestion (bench/retrieval_bench.py)"
 	@echo "make sandbox-image - build the code interpreter's Docker image (needs root + Docker)"
+	@echo "make deploy-images - the sandbox image, then the web/worker image agents:<hash> (deploy/)"
 	@echo "make bench-sandbox - only the code interpreter benchmark (bench/sandbox_bench.py)"
 	@echo "make bench-context - prompt-prefix stability and context assembly cost (bench/context_bench.py)"
 	@echo "make bench-store - store home/search p50/p95 with 10,000 listings (bench/store_bench.py)"
 	@echo "make bench-store-chat - first streamed token: store browser chat vs the API (bench/store_chat_bench.py)"
+	@echo "make bench-limits - rate limiter cost and refusal latencies (bench/limits_bench.py)"
+	@echo "make bench-restart - PostgreSQL/Redis restarts and killed workers under load (bench/restart_bench.py)"
 	@echo "make lint   - ruff; make typecheck - mypy"
 
 $(PY):
@@ -64,6 +68,10 @@ bench: install-dev
 bench-runs: install-dev
 	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/runs_bench.py $(BENCH_RUNS_ARGS)
 
+# 10 minutes by default; BENCH_LOAD_ARGS="--duration 60" to try it quickly.
+bench-load: install-dev
+	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/load_bench.py $(BENCH_LOAD_ARGS)
+
 # Ingests a test collection (default ../shared/data/cranfield) through the
 # platform and searches it through the API; no chat model is needed.
 bench-retrieval: install-dev
@@ -80,6 +88,15 @@ bench-store: install-dev
 # Store chat in chromium (apt) against the API, with the scripted engine.
 bench-store-chat: install-dev
 	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/store_chat_bench.py $(BENCH_STORE_CHAT_ARGS)
+
+# Quotas and limits: limiter cost, refusal latencies. No model is called.
+bench-limits: install-dev
+	AGENTS_ENGINE=off $(PY) -m core.stack exec -- $(PY) bench/limits_bench.py $(BENCH_LIMITS_ARGS)
+
+# Restart drill: starts its own PostgreSQL, Redis, scripted engine, web and
+# workers (it restarts them, so not the launcher's). ~4 minutes by default.
+bench-restart: install-dev
+	$(PY) bench/restart_bench.py $(BENCH_RESTART_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
@@ -98,6 +115,14 @@ format: install-dev
 # in .ci/run); without it the Docker tests skip, or fail in CI.
 sandbox-image: install
 	$(PY) -m sandbox.image.build
+
+# The web/worker image for deploy/ (compose, Helm): dependencies resolved on
+# the host into a wheelhouse, then installed with --no-index in the build, so
+# no registry is needed; BASE is python:3.11-slim-bookworm when present, else
+# the sandbox's local Debian base (AGENTS_IMAGE_BASE to choose). Tagged
+# agents:<hash of its inputs> and agents:latest; skipped when it exists.
+deploy-images: sandbox-image
+	$(PY) deploy/build.py
 
 # Talks to Docker only (no database, no engine).
 bench-sandbox: install-dev

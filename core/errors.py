@@ -71,9 +71,95 @@ class RateLimitError(ApplicationError):
     error_type = "rate_limit_exceeded"
 
 
+class RequestRateLimitError(ApplicationError):
+    """A key's request rate limit (OpenAI's shape: type ``requests``, code
+    ``rate_limit_exceeded``). ``response_headers`` go on the 429."""
+
+    status_code = 429
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.response_headers = headers
+
+
+class InsufficientQuotaError(ApplicationError):
+    """A project's token budget is spent (OpenAI: 429 ``insufficient_quota``)."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
 class ServerError(ApplicationError):
     status_code = 500
     error_type = "server_error"
+
+
+class ServiceUnavailableError(ApplicationError):
+    """A dependency (PostgreSQL, Redis) is down or restarting: retry later.
+
+    503 with ``Retry-After``: the SDKs retry it by themselves (the openai
+    SDK retries 5xx with backoff), where a 500 reads as a bug.
+    """
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "service_unavailable"
+    retry_after_seconds = 2
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+def _outage_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "a dependency is unreachable", not "a bug".
+
+    Imported lazily: core.errors is imported by settings-free code paths, and
+    each client library is optional to the others.
+    """
+    import django.db
+    import kombu.exceptions
+    import psycopg
+    import redis.exceptions
+
+    return (
+        # Django wraps the driver's errors; raw ones escape from code that
+        # talks to psycopg directly (the pool opening, LISTEN, COPY).
+        django.db.OperationalError,
+        django.db.InterfaceError,
+        psycopg.OperationalError,  # includes psycopg_pool.PoolTimeout
+        psycopg.InterfaceError,
+        # ConnectionError includes BusyLoadingError (Redis restarting).
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        kombu.exceptions.OperationalError,  # the broker, when enqueuing
+    )
+
+
+def is_outage(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) says a dependency is unreachable."""
+    types = _outage_types()
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, types):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def outage_error(exc: BaseException | None) -> ServiceUnavailableError | None:
+    """The 503 to answer for ``exc`` (or what caused it), else None."""
+    if not is_outage(exc):
+        return None
+    # One line, no traceback: an outage is expected, not a bug to debug.
+    logger.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
+    return ServiceUnavailableError(
+        "The server is temporarily unable to handle your request (a "
+        "dependency is restarting). Please retry after a short wait."
+    )
 
 
 def error_body(
@@ -142,6 +228,9 @@ def _as_application_error(exc: Exception) -> ApplicationError:
         err = InvalidRequestError(str(exc.detail))
         err.status_code = exc.status_code
         return err
+    outage = outage_error(exc)
+    if outage is not None:
+        return outage
     logger.exception("unhandled error", exc_info=exc)
     return ServerError(
         "The server had an error while processing your request. Sorry about that!"
@@ -155,4 +244,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     wait = getattr(exc, "wait", None) if isinstance(exc, drf.Throttled) else None
     if wait is not None:
         headers["Retry-After"] = str(int(wait) + 1)
+    if isinstance(err, RequestRateLimitError):
+        headers.update(err.response_headers)
+    if isinstance(err, ServiceUnavailableError):
+        headers.update(err.headers())
     return Response(err.body(), status=err.status_code, headers=headers)

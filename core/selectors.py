@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db.models import Model, QuerySet
+from django.db.models.signals import post_delete, post_save
 
 from core.errors import InvalidRequestError, NotFoundError
 from core.models import LanguageModel
@@ -56,9 +58,41 @@ def language_model_get(*, model_id: str) -> LanguageModel:
     return model
 
 
+# Registry rows, cached per process for a few seconds: every run creation
+# and every run step needs one (a query each cost about as much as the rest
+# of run creation's lookups). Only rows that exist are cached, and a save or
+# delete in this process drops the entry, so registering a model is seen at
+# once; an operator's edit in another process applies within
+# MODEL_CACHE_SECONDS.
+MODEL_CACHE_SECONDS = 5.0
+_model_cache: dict[str, tuple[float, LanguageModel]] = {}
+
+
+def language_model_cached(model_id: str) -> LanguageModel | None:
+    """The active registry row ``model_id``, or None."""
+    now = time.monotonic()
+    cached = _model_cache.get(model_id)
+    if cached is not None and now - cached[0] < MODEL_CACHE_SECONDS:
+        return cached[1]
+    model = language_models_active().filter(id=model_id).first()
+    if model is None:
+        _model_cache.pop(model_id, None)
+    else:
+        _model_cache[model_id] = (now, model)
+    return model
+
+
+def _forget_model(sender: Any, instance: LanguageModel, **kwargs: Any) -> None:
+    _model_cache.pop(instance.pk, None)
+
+
+post_save.connect(_forget_model, sender=LanguageModel, dispatch_uid="model-cache")
+post_delete.connect(_forget_model, sender=LanguageModel, dispatch_uid="model-cache")
+
+
 def language_model_require(*, model_id: str, param: str = "model") -> LanguageModel:
     """A registered model for a write; 400 naming ``param`` otherwise."""
-    model = language_models_active().filter(id=model_id).first()
+    model = language_model_cached(model_id)
     if model is None:
         raise InvalidRequestError(
             f"The model '{model_id}' does not exist or you do not have access to it.",

@@ -649,7 +649,7 @@ class _Call:
         choices = payload.get("choices")
         if not isinstance(choices, list):
             raise _malformed(payload)
-        usage = _usage(payload.get("usage"))
+        usage = _usage(payload.get("usage"), payload.get("timings"))
         if not choices:
             return ChatChunk(usage=usage) if usage is not None else None
         choice = choices[0]
@@ -713,7 +713,8 @@ class _Call:
         finish_reason = choice.get("finish_reason") or (
             "tool_calls" if deltas else "stop"
         )
-        yield ChatChunk(finish_reason=finish_reason, usage=_usage(payload.get("usage")))
+        usage = _usage(payload.get("usage"), payload.get("timings"))
+        yield ChatChunk(finish_reason=finish_reason, usage=usage)
 
     def _raise_if_error(self, url: str, payload: Any) -> None:
         if not isinstance(payload, dict):
@@ -797,11 +798,17 @@ def _malformed(what: Any) -> EngineError:
     )
 
 
-def _usage(raw: Any) -> Usage | None:
+def _usage(raw: Any, timings: Any = None) -> Usage | None:
+    """The usage of a chunk or completion. Cached prompt tokens come from
+    ``prompt_tokens_details.cached_tokens`` (vLLM, OpenAI, recent llama.cpp
+    servers) or else from llama.cpp's ``timings.cache_n`` (its native
+    ``llama-server``; llama-cpp-python's server reports neither)."""
     if not isinstance(raw, dict):
         return None
     details = raw.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None and isinstance(timings, dict):
+        cached = timings.get("cache_n")
     try:
         return Usage(
             prompt_tokens=int(raw.get("prompt_tokens") or 0),

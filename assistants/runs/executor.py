@@ -28,7 +28,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 
@@ -39,10 +38,10 @@ from assistants.api.v1.serializers import (
 )
 from assistants.engine import ChatRequest, EngineError, ToolCallDelta, chat_stream
 from assistants.models import Message, Run, RunStatus, RunStep
-from assistants.runs import context, events, memory, tokens
+from assistants.runs import context, events, memory, runaway, tokens
 from assistants.runs.annotations import MarkerFilter, annotate
 from assistants.runs.prompt import call_as_made
-from assistants.runs.state import transition
+from assistants.runs.state import claim, transition
 from assistants.runs.tool_calls import (
     MAX_TOOL_TURNS,
     EngineTools,
@@ -55,7 +54,9 @@ from assistants.runs.tool_calls import (
     run_tool_results,
     write_tool_step,
 )
-from core.models import LanguageModel
+from core.errors import is_outage
+from core.observability import metrics
+from core.selectors import language_model_cached
 
 logger = logging.getLogger(__name__)
 
@@ -104,16 +105,21 @@ class _Heartbeat(threading.Thread):
 class _CancelWatch:
     """``should_stop`` for the engine stream: polls the run's cancel flag."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, deadline: float | None = None) -> None:
         self.run_id = run_id
         self.checked_at = 0.0
         self.cancelled = False
+        # RUN_MAX_SECONDS (runaway.deadline): past it the run stops like a
+        # cancel, and run_execute ends it failed.
+        self.deadline = deadline
 
     def __call__(self) -> bool:
         now = time.monotonic()
         if not self.cancelled and now - self.checked_at >= CANCEL_POLL_SECONDS:
             self.checked_at = now
             self.cancelled = events.cancel_requested(self.run_id)
+        if self.deadline is not None and now >= self.deadline:
+            self.cancelled = True
         return self.cancelled
 
 
@@ -301,6 +307,24 @@ class _MessageWriter:
         step_status: str = RunStep.Status.COMPLETED,
     ) -> None:
         """End the message with ``raw`` (the model's text, markers and all)."""
+        events.publish_many(
+            self.run.id,
+            self.closed(
+                raw, usage=usage, incomplete=incomplete, step_status=step_status
+            ),
+        )
+
+    def closed(
+        self,
+        raw: str,
+        *,
+        usage: dict[str, Any],
+        incomplete: dict[str, Any] | None = None,
+        step_status: str = RunStep.Status.COMPLETED,
+    ) -> list[tuple[str, Any]]:
+        """``close`` but for publishing: the caller publishes the returned
+        events once its transaction has committed (with its own, in one
+        round trip)."""
         assert self.message is not None and self.step is not None
         self._send(self.filter.flush())
         now = timezone.now()
@@ -350,13 +374,10 @@ class _MessageWriter:
         message_event = (
             "thread.message.incomplete" if incomplete else "thread.message.completed"
         )
-        events.publish_many(
-            self.run.id,
-            [
-                (message_event, message_to_wire(message)),
-                (f"thread.run.step.{step_status}", run_step_to_wire(step)),
-            ],
-        )
+        return [
+            (message_event, message_to_wire(message)),
+            (f"thread.run.step.{step_status}", run_step_to_wire(step)),
+        ]
 
 
 def _wanted_tool(run: Run) -> str | None:
@@ -495,6 +516,9 @@ def _stream_once(
         out.completion_tokens = max(1, len(produced) // 4) if produced else 0
     else:
         out.reported = True
+    metrics.engine_usage(
+        request.model.id, out.prompt_tokens, out.completion_tokens, out.cached_tokens
+    )
     return out
 
 
@@ -502,17 +526,9 @@ def run_execute(run_id: str) -> None:
     """Claim ``run_id`` if it is queued and execute its next step."""
     worker = worker_identity()
     close_old_connections()
-    claimed = transition(
-        run_id,
-        source=[RunStatus.QUEUED],
-        target=RunStatus.IN_PROGRESS,
-        worker=worker,
-        heartbeat_at=timezone.now(),
-        attempts=F("attempts") + 1,
-    )
-    if not claimed:
+    run = claim(run_id, worker=worker)
+    if run is None:
         return  # another worker has it, or it ended or was cancelled meanwhile
-    run = Run.objects.get(pk=run_id)
     events.publish(run.id, "thread.run.in_progress", run_to_wire(run))
     heartbeat = _Heartbeat(run.id, worker)
     heartbeat.start()
@@ -523,11 +539,21 @@ def run_execute(run_id: str) -> None:
         while writer is not None:
             writer = _execute(run, writer)
     except RunCancelled:
-        _finish_cancel(run, writer)
+        if runaway.over_time(run):
+            _fail(run, writer, runaway.time_exceeded_error().message)
+        else:
+            _finish_cancel(run, writer)
     except EngineError as exc:
         logger.warning("run %s: engine error: %s", run.id, exc.message)
-        _fail(run, writer, exc.message)
-    except Exception:
+        _fail(run, writer, exc.message, code=runaway.error_code(exc))
+    except Exception as exc:
+        if is_outage(exc):
+            # PostgreSQL or Redis went away mid-run: not the run's fault, and
+            # failing it would need the database anyway. Its heartbeat stops
+            # with us, so the reaper re-queues it (the turn's step and
+            # message are keyed, so the retry reuses them).
+            logger.warning("run %s: dependency unavailable, left to the reaper", run.id)
+            return
         logger.exception("run %s failed", run.id)
         _fail(run, writer, "The run failed because of an internal server error.")
     finally:
@@ -544,26 +570,11 @@ def _turn_of(run: Run) -> int:
     ).count()
 
 
-# Registry rows, cached per process for a few seconds: every run step needs
-# one, and an operator's edit in admin applies within MODEL_CACHE_SECONDS.
-MODEL_CACHE_SECONDS = 5.0
-_models: dict[str, tuple[float, LanguageModel | None]] = {}
-
-
-def _model(model_id: str) -> LanguageModel | None:
-    now = time.monotonic()
-    cached = _models.get(model_id)
-    if cached is not None and now - cached[0] < MODEL_CACHE_SECONDS:
-        return cached[1]
-    model = LanguageModel.objects.filter(pk=model_id).first()
-    _models[model_id] = (now, model)
-    return model
-
-
 def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
     """One engine call and what follows from it. Returns the writer of the
     next turn when server-side tools ran and the model must go on."""
-    model = _model(run.model)
+    runaway.check_before_model_call(run)
+    model = language_model_cached(run.model)
     if model is None:
         raise EngineError(
             f"The model '{run.model}' is no longer registered.", transient=False
@@ -610,7 +621,7 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
         request_id=run.request_id,
         route_key=run.thread_id,
     )
-    watch = _CancelWatch(run.id)
+    watch = _CancelWatch(run.id, runaway.deadline(run))
     # JSON answers are held back until validated, then sent as one delta:
     # never stream text that might turn out to be invalid JSON.
     live_text = response_format is None
@@ -662,6 +673,7 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
             transient=False,
         )
     if outcome.calls:
+        runaway.check_tool_round(turn=writer.turn)
         if outcome.text.strip():
             writer.open()
             if not live_text:
@@ -700,26 +712,34 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
         )
         _end_incomplete(run, "max_completion_tokens", usage=total_usage)
         return None
-    writer.close(outcome.text, usage=step_usage)
     over_prompt = (
         run.max_prompt_tokens and total_usage["prompt_tokens"] > run.max_prompt_tokens
     )
     if over_prompt:
+        writer.close(outcome.text, usage=step_usage)
         _end_incomplete(run, "max_prompt_tokens", usage=total_usage)
         return None
     now = timezone.now()
-    if transition(
-        run.id,
-        source=[RunStatus.IN_PROGRESS],
-        target=RunStatus.COMPLETED,
-        now=now,
-        usage=total_usage,
-    ):
+    # The message, its step and the run end in one transaction (one commit,
+    # not three), and their events go out in one round trip after it.
+    with transaction.atomic():
+        closing = writer.closed(outcome.text, usage=step_usage)
+        completed = transition(
+            run.id,
+            source=[RunStatus.IN_PROGRESS],
+            target=RunStatus.COMPLETED,
+            now=now,
+            usage=total_usage,
+        )
+    if completed:
         # What the UPDATE wrote, applied in memory: no re-read to publish.
         run.status, run.completed_at, run.usage = RunStatus.COMPLETED, now, total_usage
         run.required_action = run.expires_at = None
-        events.publish(run.id, "thread.run.completed", run_to_wire(run))
+        events.publish_many(
+            run.id, [*closing, ("thread.run.completed", run_to_wire(run))]
+        )
     else:
+        events.publish_many(run.id, closing)
         _finish_cancel(run, None)
     return None
 
@@ -829,7 +849,9 @@ def _finish_cancel(run: Run, writer: _MessageWriter | None) -> None:
         _publish_run(run.id, "thread.run.cancelled")
 
 
-def _fail(run: Run, writer: _MessageWriter | None, message: str) -> None:
+def _fail(
+    run: Run, writer: _MessageWriter | None, message: str, code: str = "server_error"
+) -> None:
     now = timezone.now()
     if writer is not None and writer.message is not None and writer.step is not None:
         writer.close(
@@ -838,7 +860,7 @@ def _fail(run: Run, writer: _MessageWriter | None, message: str) -> None:
             incomplete={"reason": "run_failed"},
             step_status=RunStep.Status.FAILED,
         )
-    error = {"code": "server_error", "message": message}
+    error = {"code": code, "message": message}
     RunStep.objects.filter(run=run, status=RunStep.Status.IN_PROGRESS).update(
         status=RunStep.Status.FAILED, failed_at=now, last_error=error
     )

@@ -17,6 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from assistants.models import Run, RunStatus
+from core.observability import metrics
 
 S = RunStatus
 
@@ -78,4 +79,28 @@ def transition(
         values.setdefault("required_action", None)
         values.setdefault("expires_at", None)
     updated = Run.objects.filter(pk=run_id, status__in=sources).update(**values)
+    metrics.run_transition(run_id, target, moved=updated == 1)
     return updated == 1
+
+
+def claim(run_id: str, *, worker: str) -> Run | None:
+    """queued → in_progress for ``worker``, returning the claimed run.
+
+    The same compare-and-swap as ``transition``, with ``RETURNING`` so that
+    the worker gets the row from the UPDATE itself instead of reading it
+    again: one statement fewer on every run step. None when the run was not
+    queued (another worker has it, or it ended or was cancelled meanwhile).
+    """
+    now = timezone.now()
+    table = Run._meta.db_table
+    claimed = list(
+        Run.objects.raw(
+            f"UPDATE {table} SET status = %s, worker = %s, heartbeat_at = %s, "
+            "attempts = attempts + 1, started_at = COALESCE(started_at, %s), "
+            "required_action = NULL, expires_at = NULL "
+            "WHERE id = %s AND status = %s RETURNING *",
+            [S.IN_PROGRESS, worker, now, now, run_id, S.QUEUED],
+        )
+    )
+    metrics.run_transition(run_id, S.IN_PROGRESS, moved=bool(claimed))
+    return claimed[0] if claimed else None

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Discriminator, Field, Tag
 from assistants.models import Message, Thread
 from assistants.selectors import thread_lock_scoped
 from core.models import Project
+from core.net.fetch import literal_refusal
 from core.selectors import ids_require
 from core.validation import Id, Input, Metadata
 from tools.code_interpreter.schema import CodeInterpreterTool
@@ -57,11 +58,25 @@ def _check_image_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("expected an http(s) URL or a data: URL")
+    # Early answer for the obvious cases; the worker's fetch (core.net)
+    # checks every resolved address again, after each redirect too.
+    refusal = literal_refusal(parts.hostname or "")
+    if refusal is not None:
+        raise ValueError(f"image URLs must point to a public host: {refusal}")
     return url
 
 
 class ImageUrlRef(Input):
-    url: Annotated[str, Field(min_length=1), AfterValidator(_check_image_url)]
+    # The pattern documents the accepted schemes in the schema; the validator
+    # still does the real checks (and the public-host refusal).
+    url: Annotated[
+        str,
+        Field(
+            min_length=1,
+            pattern=r"^([hH][tT][tT][pP][sS]?://[^/?#]|[dD][aA][tT][aA]:[^,]*,)",
+        ),
+        AfterValidator(_check_image_url),
+    ]
     detail: ImageDetail | None = None
 
 
@@ -233,7 +248,8 @@ def messages_build(
         refs.extend(_file_refs(data, param=f"{param}[{i}]" if param else ""))
     # A message's file ids sit at different depths (attachments[0].file_id),
     # so each carries its own path; one query for all of them.
-    ids_require(files_of(project=project), refs, "file")
+    if refs:  # building the scoped queryset alone costs as much as a query
+        ids_require(files_of(project=project), refs, "file")
     messages = []
     for data in inputs:
         message = Message(

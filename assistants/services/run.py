@@ -40,14 +40,15 @@ from assistants.services.thread import ThreadCreateInput, thread_create
 from core.errors import InvalidRequestError, NotFoundError
 from core.models import Project
 from core.selectors import language_model_require
-from core.validation import Id, Input, Metadata
+from core.services.quota import quota_require
+from core.validation import Count, Id, Input, Int64, Metadata
 from tools.registry import ToolsInput, tools_to_wire
 from tools.resources import ToolResourcesInput
 
 
 class TruncationStrategyInput(Input):
     type: Literal["auto", "last_messages"]
-    last_messages: Annotated[int, Field(ge=1)] | None = None
+    last_messages: Count | None = None
 
 
 class FunctionName(Input):
@@ -80,10 +81,10 @@ class RunOptions(Input):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     # An extension (OpenAI's runs have no seed): passed through to the engine.
-    seed: int | None = None
+    seed: Int64 | None = None
     stream: bool | None = None
-    max_prompt_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_prompt_tokens: Count | None = None
+    max_completion_tokens: Count | None = None
     truncation_strategy: TruncationStrategyInput | None = None
     tool_choice: ToolChoiceInput | None = None
     parallel_tool_calls: bool | None = None
@@ -220,8 +221,12 @@ def _insert_run(run: Run) -> None:
 
 
 def _announce_and_enqueue(run: Run) -> None:
-    """After commit: the run's first events, then the wake-up for a worker."""
-    from assistants.tasks import run_execute_task
+    """After commit: the run's first events, then the wake-up for a worker.
+
+    Neither raises when Redis is away: the run is committed, so the request
+    succeeds and the reaper sends the wake-up later (see ``run_wake``).
+    """
+    from assistants.tasks import run_wake
 
     def after_commit() -> None:
         wire = run_to_wire(run)
@@ -229,7 +234,7 @@ def _announce_and_enqueue(run: Run) -> None:
             run.id,
             [("thread.run.created", wire), ("thread.run.queued", wire)],
         )
-        run_execute_task.delay(run.id)
+        run_wake(run.id)
 
     transaction.on_commit(after_commit)
 
@@ -242,8 +247,10 @@ def run_create(
 
     Raises NotFoundError for a thread or an assistant of another project,
     InvalidRequestError for an unknown model, a bad tool choice, or a thread
-    that already has an active run. Nothing is written when it raises.
+    that already has an active run, InsufficientQuotaError when the
+    project's token budget is spent. Nothing is written when it raises.
     """
+    quota_require(project_id=project.id)
     assistant = _assistant_for(project=project, assistant_id=data.assistant_id)
     with transaction.atomic():
         locked = thread_lock_scoped(project=project, thread_id=thread_id)
@@ -274,6 +281,7 @@ def thread_and_run_create(
 ) -> Run:
     """Create a thread (with its messages and tool resources) and run it, in
     one transaction."""
+    quota_require(project_id=project.id)
     assistant = _assistant_for(project=project, assistant_id=data.assistant_id)
     thread_input = data.thread or ThreadCreateInput()
     if data.tool_resources is not None and thread_input.tool_resources is None:
@@ -430,7 +438,7 @@ def tool_outputs_submit(*, run: Run, data: ToolOutputsInput) -> SubmittedOutputs
         fresh_step = step
 
         def after_commit() -> None:
-            from assistants.tasks import run_execute_task
+            from assistants.tasks import run_wake
 
             batch: list[tuple[str, Any]] = []
             if fresh_step is not None:
@@ -439,7 +447,7 @@ def tool_outputs_submit(*, run: Run, data: ToolOutputsInput) -> SubmittedOutputs
                 )
             batch.append(("thread.run.queued", run_to_wire(locked)))
             events.publish_many(locked.id, batch)
-            run_execute_task.delay(locked.id)
+            run_wake(locked.id)
 
         transaction.on_commit(after_commit)
     return SubmittedOutputs(run=locked, stream_after=stream_after)

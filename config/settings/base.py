@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 from kombu import Queue
 
 from config.env import BASE_DIR, DATA_DIR, database, env, secret
+from core.observability.logs import logging_config
 
 SECRET_KEY = secret("SECRET_KEY", "insecure-dev-key-change-me")
 DEBUG = env.bool("DEBUG", default=False)
@@ -29,6 +33,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    # A NUL in the URL is a 400 before any view turns it into a query.
+    "core.middleware.RejectNulMiddleware",
+    # Latency by URL pattern and the access log (core/observability/).
+    "core.observability.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -82,6 +90,13 @@ if env.bool("AGENTS_ASGI", default=False) and env.bool("DB_POOL", default=True):
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
         "timeout": 10,
+        # psycopg_pool retries a failed connect with a doubling delay until
+        # this many seconds have passed (default 300): after a 30 s outage
+        # its next try could come 30 s after PostgreSQL is back. Giving up
+        # after 10 s lets the next request start a fresh attempt at once, so
+        # the pool reconnects within seconds however long the outage was
+        # (tests/test_restarts.py, bench/restart_bench.py).
+        "reconnect_timeout": 10,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -144,6 +159,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    # Per-key request rate limits (core.ratelimit; RATE_LIMIT_* below).
+    "DEFAULT_THROTTLE_CLASSES": ["core.ratelimit.KeyRateThrottle"],
 }
 
 SPECTACULAR_SETTINGS = {
@@ -165,6 +182,16 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SECURITY": [{"bearerAuth": []}],
+    # JSON bodies only: the multipart operations (files, upload parts) declare
+    # their form explicitly. Without this every JSON operation was documented
+    # as also taking multipart, which it cannot parse (schemathesis, #9).
+    "PARSER_WHITELIST": ["core.parsers.JSONParser"],
+    # Links from each create to the operations on what it made (stateful
+    # clients and fuzzers follow them), after the default enum hook.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.schemas.add_create_links",
+    ],
 }
 
 # The model registry is seeded from these on start (core.services.models).
@@ -202,6 +229,11 @@ INGEST_MAX_UNZIPPED_BYTES = env.int(
 INGEST_TIME_LIMIT_SECONDS = env.int("INGEST_TIME_LIMIT_SECONDS", default=1800)
 # HNSW search breadth: higher is slower and finds more of the exact top-k.
 SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
+# A vector search whose store scope and filters leave at most this many
+# chunks (the planner's estimate; the bound grows with the table, see
+# tools/file_search/search.py) computes every distance instead of walking
+# the HNSW graph: exact, and faster for selective scopes.
+SEARCH_EXACT_MAX_ROWS = env.int("SEARCH_EXACT_MAX_ROWS", default=2000)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
@@ -210,6 +242,24 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A Redis restart must not end a worker: reconnect for as long as it takes
+# (Celery's default gives up after 100 attempts and the worker exits). Lost
+# wake-ups are re-sent by the reaper; "Surviving restarts" in the README.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Enqueuing while Redis is down gives up after ~1 s (the run stays queued in
+# PostgreSQL for the reaper) instead of holding the request.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+# When the broker connection drops, let running runs finish (Celery 6's
+# default would cancel them): their wake-up message cannot be acked, but a
+# redelivered one is harmless since a claim is a compare-and-swap.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # Celery's Django fixup closes every database connection around each task
 # unless this is set: each run then paid for a new PostgreSQL backend (~7 ms
 # on the critical path, ~12 ms of server CPU). The executor's own
@@ -220,19 +270,36 @@ CELERY_TASK_QUEUES = [Queue("celery"), Queue("runs"), Queue("ingestion")]
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        "uvicorn.access": {"level": "WARNING"},
-    },
-}
+# json: one JSON object per line, with the request id and run id
+# (core/observability/logs.py); text: the same fields, for a terminal.
+# Production defaults to json (production.py rebuilds LOGGING).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
+
+# --- Health and metrics (core/observability/) -------------------------------
+# Web processes and worker processes write their metrics to files in this
+# directory and /metrics sums them (prometheus_client's multi-process mode).
+# One directory per host name: containers sharing a DATA_DIR volume reuse
+# pids, and two processes must never write one file. prometheus_client
+# reads the variable from the environment when imported, hence the export.
+# Empty it when the deployment starts (core.stack does).
+PROMETHEUS_MULTIPROC_DIR = env.str(
+    "PROMETHEUS_MULTIPROC_DIR",
+    default=str(DATA_DIR / "prometheus" / socket.gethostname()),
+)
+if PROMETHEUS_MULTIPROC_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+else:
+    # Set but empty: single-process mode, each process shows its own series.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+# /metrics is open unless one of these is set: a bearer token, and/or
+# client addresses or networks (comma-separated, e.g. 10.0.0.0/8).
+METRICS_TOKEN = secret("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+# A worker with no web process beside it (its own pod or container) serves
+# its series here; 0: off.
+METRICS_PORT = env.int("METRICS_PORT", default=0)
+METRICS_ADDR = env.str("METRICS_ADDR", default="127.0.0.1")
 
 # Runs: how often a worker stamps its heartbeat, when the reaper calls a
 # worker dead, how many claims a run gets, and when a queued run's lost
@@ -290,3 +357,40 @@ LOGOUT_REDIRECT_URL = "/store/"
 STORE_ANON_RUNS_PER_IP = env.int("STORE_ANON_RUNS_PER_IP", default=30)
 STORE_ANON_RUNS_PER_IP_LISTING = env.int("STORE_ANON_RUNS_PER_IP_LISTING", default=10)
 STORE_USER_RUNS_PER_DAY = env.int("STORE_USER_RUNS_PER_DAY", default=200)
+# Proxies (IPs or CIDR networks) whose X-Forwarded-For the store believes:
+# the client is the right-most address not in this list. Empty: REMOTE_ADDR.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# Sign-ups per IP per hour; failed log-ins per IP, and per username, per
+# 15 minutes (counted in Redis; 0 = unlimited).
+STORE_SIGNUPS_PER_IP_HOUR = env.int("STORE_SIGNUPS_PER_IP_HOUR", default=10)
+STORE_LOGIN_FAILURES_PER_15_MIN = env.int("STORE_LOGIN_FAILURES_PER_15_MIN", default=10)
+# Uploaded avatars: largest accepted file, and the side they are scaled to.
+STORE_AVATAR_MAX_BYTES = env.int("STORE_AVATAR_MAX_BYTES", default=1_048_576)
+
+# --- Quotas and limits (core/ratelimit.py, core/services/quota.py,
+# assistants/runs/runaway.py, core/net/) -----------------------------------
+# Requests per minute per API key (GCRA in Redis: bursts up to the limit,
+# then one request every 60/limit seconds). Run creation (and tool-output
+# submission, which starts the next model call) has its own, smaller limit.
+# 0 = unlimited. A project or a key may override both in admin.
+RATE_LIMIT_REQUESTS_PER_MINUTE = env.int("RATE_LIMIT_REQUESTS_PER_MINUTE", default=3000)
+RATE_LIMIT_RUNS_PER_MINUTE = env.int("RATE_LIMIT_RUNS_PER_MINUTE", default=300)
+# A project's token usage (prompt + completion of its runs) is read from the
+# database and cached in Redis this long.
+QUOTA_USAGE_CACHE_SECONDS = env.float("QUOTA_USAGE_CACHE_SECONDS", default=5.0)
+# JSON bodies nested deeper than this are refused with a 400 (orjson's own
+# limit, 1024, would let a 1,000-level body through to the validators).
+MAX_JSON_DEPTH = env.int("MAX_JSON_DEPTH", default=64)
+# Arrays in a JSON body longer than this are refused with a 400 before
+# validation (every API cap on a list is far smaller).
+MAX_JSON_ARRAY_ITEMS = env.int("MAX_JSON_ARRAY_ITEMS", default=10_000)
+# Runaway runs: tool-call rounds (server tools and client function calls
+# together) and wall-clock seconds since the run started. Over either, the
+# run ends `failed` with a last_error naming the limit.
+RUN_MAX_TOOL_STEPS = env.int("RUN_MAX_TOOL_STEPS", default=16)
+RUN_MAX_SECONDS = env.float("RUN_MAX_SECONDS", default=1800.0)
+# image_url parts are fetched by the worker (never by the engine) through
+# core.net.fetch: public addresses only, at most this size and time.
+IMAGE_FETCH_MAX_BYTES = env.int("IMAGE_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
+IMAGE_FETCH_TIMEOUT_SECONDS = env.float("IMAGE_FETCH_TIMEOUT_SECONDS", default=10.0)
+IMAGE_FETCH_MAX_REDIRECTS = env.int("IMAGE_FETCH_MAX_REDIRECTS", default=3)
