@@ -26,9 +26,12 @@ class PageParams:
 
 
 def page_params(query: Mapping[str, str], *, default_order: str = "desc") -> PageParams:
+    # An empty `limit=` or `order=` is invalid, not the default: the schema
+    # documents an integer and an enum, and a value the server silently
+    # replaced would hide a client's bug (schemathesis, issue #9).
     raw_limit = query.get("limit")
     limit = 20
-    if raw_limit not in (None, ""):
+    if raw_limit is not None:
         try:
             limit = int(raw_limit)  # type: ignore[arg-type]
         except ValueError:
@@ -41,7 +44,7 @@ def page_params(query: Mapping[str, str], *, default_order: str = "desc") -> Pag
                 f"Invalid 'limit': {limit}. It must be between 1 and 100.",
                 param="limit",
             )
-    order = query.get("order") or default_order
+    order = query.get("order", default_order)
     if order not in ("asc", "desc"):
         raise InvalidRequestError(
             f"Invalid 'order': '{order}'. Expected 'asc' or 'desc'.", param="order"

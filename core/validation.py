@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from core.errors import InvalidRequestError
 
@@ -37,6 +44,24 @@ def _check_metadata(value: dict[str, str]) -> dict[str, str]:
 
 Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
+# Integers the database stores, bounded in the schema: a larger token count
+# used to overflow its PostgreSQL integer column with a 500, and a JSON
+# integer past 64 bits parses as a float (both found by schemathesis, #9).
+# JSON Schema calls 10.0 an integer, and some clients write counts that way:
+# accepted as 10 (a fractional value stays a float and is refused).
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The Field before the validator: after it, pydantic documents the bounds as
+# `ge`/`le`, which JSON Schema does not know (schemathesis found 0 "valid").
+Integral = BeforeValidator(_integral)
+Count = Annotated[int, Field(ge=1, le=2**31 - 1), Integral]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1), Integral]
 
 
 def _describe(value: Any) -> str:

@@ -20,7 +20,7 @@ from django.core.files import File as DjangoFile
 from django.core.files.storage import Storage
 from django.db import transaction
 from django.utils import timezone
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 from core.errors import InvalidRequestError, PayloadTooLargeError
 from core.models import Project
@@ -44,7 +44,13 @@ def _check_uploadable(value: str) -> str:
     return value
 
 
-UploadablePurpose = Annotated[str, AfterValidator(_check_uploadable)]
+# The enum documents the choices in the schema; the validator keeps the
+# message that lists them.
+UploadablePurpose = Annotated[
+    str,
+    AfterValidator(_check_uploadable),
+    WithJsonSchema({"type": "string", "enum": list(UPLOADABLE_PURPOSES)}),
+]
 
 
 class ExpiresAfterInput(Input):

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from core.errors import InvalidRequestError, PayloadTooLargeError, ServerError
 from core.models import Project
-from core.validation import Id, Input
+from core.validation import Id, Input, Integral
 from tools.models import File, Upload, UploadPart
 from tools.services.file import (
     CHUNK_SIZE,
@@ -52,7 +52,7 @@ Status = Upload.Status
 class UploadCreateInput(Input):
     filename: Annotated[str, Field(min_length=1, max_length=512)]
     purpose: UploadablePurpose
-    bytes: Annotated[int, Field(ge=1)]
+    bytes: Annotated[int, Field(ge=1, le=2**63 - 1), Integral]
     mime_type: Annotated[str, Field(min_length=1, max_length=255)]
     expires_after: ExpiresAfterInput | None = None
 

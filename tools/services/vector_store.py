@@ -30,7 +30,7 @@ AUTO_CHUNKING = {
 
 class StaticChunking(Input):
     max_chunk_size_tokens: Annotated[int, Field(ge=100, le=4096)]
-    chunk_overlap_tokens: Annotated[int, Field(ge=0)]
+    chunk_overlap_tokens: Annotated[int, Field(ge=0, le=2048)]
 
     @model_validator(mode="after")
     def _overlap_at_most_half(self) -> StaticChunking:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,14 +19,11 @@ from assistants.services.assistant import (
 )
 from core.auth import project_of
 from core.pagination import page_params, paginate
-from core.schemas import ERRORS, DeletedObject
+from core.schemas import ERRORS, PAGE_PARAMS, DeletedObject
 from core.validation import parse
 
 LIST_PARAMS = [
-    OpenApiParameter("limit", int, description="1 to 100, default 20"),
-    OpenApiParameter("order", str, enum=["asc", "desc"]),
-    OpenApiParameter("after", str),
-    OpenApiParameter("before", str),
+    *PAGE_PARAMS,
 ]
 
 

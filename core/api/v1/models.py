@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.models import LanguageModel
+from core.schemas import ERRORS
 from core.selectors import language_model_get, language_models_active
 
 
@@ -36,13 +37,21 @@ def model_to_wire(model: LanguageModel) -> dict[str, Any]:
 
 
 class ModelListApi(APIView):
-    @extend_schema(operation_id="listModels", responses=ModelList, tags=["models"])
+    @extend_schema(
+        operation_id="listModels",
+        responses={200: ModelList, **ERRORS},
+        tags=["models"],
+    )
     def get(self, request: Request) -> Response:
         models = language_models_active().order_by("created_at", "id")
         return Response({"object": "list", "data": [model_to_wire(m) for m in models]})
 
 
 class ModelDetailApi(APIView):
-    @extend_schema(operation_id="retrieveModel", responses=ModelObject, tags=["models"])
+    @extend_schema(
+        operation_id="retrieveModel",
+        responses={200: ModelObject, **ERRORS},
+        tags=["models"],
+    )
     def get(self, request: Request, model_id: str) -> Response:
         return Response(model_to_wire(language_model_get(model_id=model_id)))

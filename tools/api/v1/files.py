@@ -19,11 +19,12 @@ from rest_framework.views import APIView
 
 from core.auth import project_of
 from core.pagination import page_params, paginate
-from core.schemas import ERRORS
+from core.schemas import ERRORS, PAGE_PARAMS
 from core.validation import parse
 from tools.api.v1.multipart import file_required, multipart_split
 from tools.api.v1.schemas import FileCreateForm, FileDeleted, FileList, FileObject
 from tools.api.v1.serializers import file_to_wire
+from tools.models import FILE_PURPOSES
 from tools.selectors import file_content_open, file_get, files_of
 from tools.services.file import (
     CHUNK_SIZE,
@@ -34,11 +35,13 @@ from tools.services.file import (
 )
 
 LIST_PARAMS = [
-    OpenApiParameter("limit", int, description="1 to 100, default 20"),
-    OpenApiParameter("order", str, enum=["asc", "desc"]),
-    OpenApiParameter("after", str),
-    OpenApiParameter("before", str),
-    OpenApiParameter("purpose", str, description="Only files with this purpose"),
+    *PAGE_PARAMS,
+    OpenApiParameter(
+        "purpose",
+        str,
+        enum=list(FILE_PURPOSES),
+        description="Only files with this purpose",
+    ),
 ]
 
 

@@ -3,11 +3,9 @@ uploads. Rendering is in serializers.py; validation in tools.services."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
-
-from tools.services.file import ExpiresAfterInput
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 
 class FileObject(BaseModel):
@@ -40,9 +38,31 @@ class FileCreateForm(BaseModel):
     """multipart/form-data; ``expires_after`` is sent as
     ``expires_after[anchor]`` and ``expires_after[seconds]``."""
 
+    # Both halves of expires_after or neither; no other field is accepted.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "dependentRequired": {
+                "expires_after[anchor]": ["expires_after[seconds]"],
+                "expires_after[seconds]": ["expires_after[anchor]"],
+            }
+        },
+    )
+
     file: bytes = Field(description="The file's bytes (at most MAX_UPLOAD_BYTES).")
     purpose: Literal["assistants", "vision", "user_data", "batch", "fine-tune", "evals"]
-    expires_after: ExpiresAfterInput | None = None
+    # Flat form fields, as the SDKs send them: a form field holding a JSON
+    # object is refused, so documenting `expires_after` as one object was a
+    # lie a fuzzer found (issue #9).
+    # Optional, but never null: a form field cannot be null.
+    expires_after_anchor: Annotated[
+        Literal["created_at"] | None,
+        WithJsonSchema({"type": "string", "enum": ["created_at"]}),
+    ] = Field(None, alias="expires_after[anchor]")
+    expires_after_seconds: Annotated[
+        int | None,
+        WithJsonSchema({"type": "integer", "minimum": 3600, "maximum": 2_592_000}),
+    ] = Field(None, alias="expires_after[seconds]")
 
 
 class UploadObject(BaseModel):
@@ -58,6 +78,8 @@ class UploadObject(BaseModel):
 
 
 class UploadPartForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     data: bytes = Field(description="The part's bytes (at most MAX_UPLOAD_PART_BYTES).")
 
 

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from core.auth import project_of
 from core.errors import InvalidRequestError
 from core.pagination import PageParams, page_params, paginate
-from core.schemas import ERRORS
+from core.schemas import ERRORS, PAGE_PARAMS
 from core.validation import Input, parse
 from tools.api.v1.vector_store_serializers import (
     file_batch_to_wire,
@@ -54,10 +54,7 @@ from tools.services.vector_store import (
 TAGS = ["vector_stores"]
 OBJECT = {200: OpenApiTypes.OBJECT, **ERRORS}
 LIST_PARAMS = [
-    OpenApiParameter("limit", int, description="1 to 100, default 20"),
-    OpenApiParameter("order", str, enum=["asc", "desc"]),
-    OpenApiParameter("after", str),
-    OpenApiParameter("before", str),
+    *PAGE_PARAMS,
 ]
 FILE_LIST_PARAMS = [
     *LIST_PARAMS,
