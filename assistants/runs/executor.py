@@ -43,7 +43,6 @@ from assistants.runs.annotations import MarkerFilter, annotate
 from assistants.runs.prompt import call_as_made
 from assistants.runs.state import claim, transition
 from assistants.runs.tool_calls import (
-    MAX_TOOL_TURNS,
     EngineTools,
     InputStream,
     ToolResults,
@@ -774,12 +773,6 @@ def _after_server_calls(
     events.publish(run.id, "thread.run.step.completed", run_step_to_wire(step))
     Run.objects.filter(pk=run.id).update(usage=usage)
     run.usage = usage
-    if writer.turn + 1 >= MAX_TOOL_TURNS:
-        raise EngineError(
-            f"The model called tools {MAX_TOOL_TURNS} times in a row without "
-            f"answering.",
-            transient=False,
-        )
     return _MessageWriter(run, writer.turn + 1, results)
 
 

@@ -27,9 +27,6 @@ from tools.runtime import ServerTool, ToolCallContext, ToolError, server_tool
 
 logger = logging.getLogger(__name__)
 
-# How many rounds of server-side tool calls one run may make before it fails:
-# a model that keeps searching forever must not hold a worker forever.
-MAX_TOOL_TURNS = 16
 # Message attachments looked at for a run's files: the newest messages only.
 ATTACHMENT_WINDOW = 200
 
