@@ -62,6 +62,7 @@ from bench.api_bench import (  # noqa: E402  (needs the project root on sys.path
     versions,
 )
 from bench.runs_bench import Child, Children, start_engine  # noqa: E402
+from core.stack.commands import web_command, worker_command  # noqa: E402
 from core.stack.proc import free_port  # noqa: E402
 
 SETTINGS_MODULE = "config.settings.local"
@@ -88,19 +89,7 @@ def start_webs(children: Children, data_dir: Path, count: int) -> list[Child]:
         child = children.add(
             Child(
                 f"web {i + 1}",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "config.asgi:application",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
-                    "--lifespan",
-                    "off",
-                    "--no-access-log",
-                ],
+                web_command(port, host=HOST),
                 django_env(SETTINGS_MODULE),
                 data_dir / f"load-bench-web-{i + 1}.log",
             )
@@ -132,22 +121,10 @@ def start_workers(
         child = children.add(
             Child(
                 f"worker {i + 1}",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    str(concurrency),
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--hostname",
-                    f"load-bench-{os.getpid()}-{i + 1}@%h",
-                ],
+                worker_command(
+                    concurrency=concurrency,
+                    hostname=f"load-bench-{os.getpid()}-{i + 1}@%h",
+                ),
                 django_env(SETTINGS_MODULE),
                 data_dir / f"load-bench-worker-{i + 1}.log",
             )

@@ -73,6 +73,7 @@ from bench.api_bench import (  # noqa: E402
     migrate,
     tenant_create,
 )
+from core.stack.commands import worker_command  # noqa: E402
 from core.stack.proc import die_with_parent  # noqa: E402
 
 SETTINGS = "bench.settings"
@@ -152,24 +153,12 @@ class Worker:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-Q",
-                    "ingestion",
-                    "--concurrency",
-                    "1",
-                    "--loglevel",
-                    "WARNING",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--hostname",
-                    f"retrieval-bench-{os.getpid()}@%h",
-                ],
+                worker_command(
+                    concurrency=1,
+                    hostname=f"retrieval-bench-{os.getpid()}@%h",
+                    loglevel="WARNING",
+                    queues=["ingestion"],
+                ),
                 cwd=BASE_DIR,
                 env=django_env(SETTINGS),
                 stdout=log,

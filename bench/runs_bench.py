@@ -69,6 +69,7 @@ from bench.api_bench import (  # noqa: E402  (needs the project root on sys.path
     tenant_create,
     versions,
 )
+from core.stack.commands import web_command, worker_command  # noqa: E402
 from core.stack.proc import die_with_parent, free_port  # noqa: E402
 
 # What `make run` serves; --settings measures a candidate instead.
@@ -219,23 +220,13 @@ def start_web(children: Children, data_dir: Path, settings: str) -> tuple[Child,
     child = children.add(
         Child(
             "uvicorn",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                ASGI_APP,
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--lifespan",
-                "off",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--workers",
-                "1",
-            ],
+            web_command(
+                port,
+                host=HOST,
+                app=ASGI_APP,
+                workers=1,
+                extra=["--log-level", "warning"],
+            ),
             django_env(settings),
             data_dir / "runs-bench-web.log",
         )
@@ -265,22 +256,11 @@ def start_worker(
     child = children.add(
         Child(
             f"celery worker (concurrency {concurrency})",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "WARNING",
-                "--concurrency",
-                str(concurrency),
-                "--without-mingle",
-                "--without-gossip",
-                "--hostname",
-                f"runs-bench-{os.getpid()}-{concurrency}@%h",
-            ],
+            worker_command(
+                concurrency=concurrency,
+                hostname=f"runs-bench-{os.getpid()}-{concurrency}@%h",
+                loglevel="WARNING",
+            ),
             django_env(settings),
             data_dir / "runs-bench-worker.log",
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from core.stack.commands import web_command, worker_command
 from core.stack.proc import free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -83,19 +83,7 @@ class Cluster:
         port = free_port()
         proc = self._spawn(
             name,
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--lifespan",
-                "off",
-                "--no-access-log",
-            ],
+            web_command(port),
             port,
         )
         deadline = time.monotonic() + 90
@@ -120,22 +108,9 @@ class Cluster:
     ) -> Proc:
         proc = self._spawn(
             name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "--hostname",
-                f"{name}-{os.getpid()}@%h",
-            ],
+            worker_command(
+                concurrency=concurrency, hostname=f"{name}-{os.getpid()}@%h"
+            ),
             extra_env=extra_env,
         )
         deadline = time.monotonic() + 90

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from django.db import connection
 from core.models import ApiKey, LanguageModel, Organization, Project
 from core.services.keys import api_key_create
 from core.services.models import language_model_register
+from core.stack.commands import web_command, worker_command
 from core.stack.proc import free_port, stop_process
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -136,19 +136,7 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "live-server.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--no-access-log",
-        ],
+        web_command(port),
         cwd=BASE_DIR,
         env=env,
         stdout=log,
@@ -210,22 +198,7 @@ def live_worker(
     start = log_path.stat().st_size if log_path.exists() else 0
     log = open(log_path, "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--concurrency",
-            "2",
-            "--loglevel",
-            "INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "--hostname",
-            f"test-{os.getpid()}@%h",
-        ],
+        worker_command(concurrency=2, hostname=f"test-{os.getpid()}@%h"),
         cwd=BASE_DIR,
         env=live_env(database_url),
         stdout=log,

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from core.stack.commands import web_command, worker_command
 from core.stack.postgres import EmbeddedPostgres
 from core.stack.proc import die_with_parent, free_port, stop_process
 from core.stack.redis import EmbeddedRedis
@@ -135,19 +136,7 @@ class Cluster:
         )
         self.port = free_port()
         self.web = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--lifespan",
-                "off",
-                "--no-access-log",
-            ],
+            web_command(self.port),
             cwd=BASE_DIR,
             env=self.env,
             stdout=open(self.data_dir / "web.log", "ab"),  # noqa: SIM115
@@ -172,22 +161,10 @@ class Cluster:
         self._worker_serial += 1
         log_path = self.data_dir / f"worker-{self._worker_serial}.log"
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--concurrency",
-                str(self.worker_concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "--hostname",
-                f"drill-{os.getpid()}-{self._worker_serial}@%h",
-            ],
+            worker_command(
+                concurrency=self.worker_concurrency,
+                hostname=f"drill-{os.getpid()}-{self._worker_serial}@%h",
+            ),
             cwd=BASE_DIR,
             env=self.env,
             stdout=open(log_path, "ab"),  # noqa: SIM115

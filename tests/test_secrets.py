@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from django.test import Client
 
 from core.models import hash_key
 from core.services.keys import api_key_create, api_key_revoke
+from core.stack.commands import web_command
 from core.stack.proc import free_port, stop_process
 from tests.conftest import (
     BASE_DIR,
@@ -112,20 +112,7 @@ def debug_server(
     log = open(log_path, "ab")  # noqa: SIM115
     env = {**live_env(database_url), "LOG_LEVEL": "DEBUG"}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--log-level",
-            "debug",
-        ],
+        web_command(port, access_log=True, extra=["--log-level", "debug"]),
         cwd=BASE_DIR,
         env=env,
         stdout=log,

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.stack.commands import web_command, worker_command
 from core.stack.engine import (
     CAPABILITIES,
     DEFAULT_ALIAS,
@@ -221,38 +222,15 @@ def run(stack: Stack) -> int:
     stack.manage("bootstrap")
     stack.spawn(
         "web",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            host,
-            "--port",
-            port,
-            "--lifespan",
-            "off",
-            "--no-access-log",
-            "--workers",
-            stack.env.get("WEB_CONCURRENCY", "1"),
-        ],
+        web_command(port, host=host, workers=stack.env.get("WEB_CONCURRENCY", "1")),
     )
     stack.spawn(
         "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--loglevel",
-            stack.env.get("LOG_LEVEL", "INFO").upper(),
-            "--concurrency",
-            stack.env.get("WORKER_CONCURRENCY", "2"),
-            "--hostname",
-            f"worker-{os.getpid()}@%h",
-        ],
+        worker_command(
+            concurrency=stack.env.get("WORKER_CONCURRENCY", "2"),
+            hostname=f"worker-{os.getpid()}@%h",
+            loglevel=stack.env.get("LOG_LEVEL", "INFO").upper(),
+        ),
     )
     log(f"API at http://{host}:{port}/v1  (docs: http://{host}:{port}/docs/)")
     return stack.wait_any()
