@@ -86,6 +86,15 @@ def _ended_run(run_id: str) -> dict[str, Any] | None:
     return run_to_wire(run)
 
 
+async def _closing(run_id: str) -> bytes | None:
+    """The last frames of a run that has ended, from PostgreSQL; None while
+    it goes on."""
+    ended = await sync_to_async(_ended_run)(run_id)
+    if ended is None:
+        return None
+    return frame(f"thread.run.{ended['status']}", orjson.dumps(ended)) + DONE
+
+
 async def run_events(
     run_id: str,
     *,
@@ -109,10 +118,9 @@ async def run_events(
             # ids). The final event may have been dropped, so from now on
             # PostgreSQL is asked every second while the stream is quiet.
             block = OUTAGE_POLL_MS
-            ended = await sync_to_async(_ended_run)(run_id)
-            if ended is not None:
-                yield frame(f"thread.run.{ended['status']}", orjson.dumps(ended))
-                yield DONE
+            closing = await _closing(run_id)
+            if closing is not None:
+                yield closing
                 return
             yield b": keep-alive\n\n"
             await asyncio.sleep(OUTAGE_POLL_MS / 1000)
@@ -120,10 +128,9 @@ async def run_events(
         if not reply:
             # Quiet for a while: if the run ended and its stream is gone
             # (expired, or Redis restarted), answer from PostgreSQL.
-            ended = await sync_to_async(_ended_run)(run_id)
-            if ended is not None:
-                yield frame(f"thread.run.{ended['status']}", orjson.dumps(ended))
-                yield DONE
+            closing = await _closing(run_id)
+            if closing is not None:
+                yield closing
                 return
             yield b": keep-alive\n\n"
             continue
