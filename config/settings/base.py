@@ -192,6 +192,9 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.schemas.add_create_links",
     ],
+    # Named server tools (attachments' tools, a named tool_choice): one enum
+    # under a readable name instead of a hash-suffixed "type" collision.
+    "ENUM_NAME_OVERRIDES": {"ServerToolTypeEnum": ["code_interpreter", "file_search"]},
 }
 
 # The model registry is seeded from these on start (core.services.models).

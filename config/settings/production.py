@@ -50,12 +50,7 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 
-SILENCED_SYSTEM_CHECKS = [
-    # drf-spectacular's deploy check generates the OpenAPI schema and warns
-    # (W001) that two enums named "type" got generated component names; the
-    # wire contract is unaffected. Its errors (E001) still show.
-    "drf_spectacular.W001",
-]
+SILENCED_SYSTEM_CHECKS: list[str] = []
 if not SECURE_HSTS_PRELOAD:
     # Preloading is a deliberate, slow-to-undo opt-in (browsers' built-in
     # HSTS list), not a default; security.W021 only says it is off.
