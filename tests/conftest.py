@@ -12,7 +12,8 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,36 +131,51 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
     assert connection.settings_dict["NAME"].startswith("test_"), (
         "the live server must run on the test database"
     )
-    port = free_port()
-    env = live_env(database_url)
     data_dir = Path(os.environ.get("DATA_DIR", BASE_DIR / ".data"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(data_dir / "live-server.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        web_command(port),
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"the live server exited; see {data_dir}/live-server.log"
-            )
+    with serve_web(
+        "the live server", live_env(database_url), data_dir / "live-server.log"
+    ) as url:
+        yield f"{url}/v1"
+
+
+@contextmanager
+def serve_web(
+    name: str,
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    access_log: bool = False,
+    extra: Sequence[str] = (),
+) -> Iterator[str]:
+    """A uvicorn process of the platform on a free loopback port, answering
+    ``/healthz``; yields its base URL and stops it afterwards."""
+    port = free_port()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            web_command(port, access_log=access_log, extra=extra),
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {log_path}")
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise
+                time.sleep(0.1)
         try:
-            httpx.get(f"{url}/v1/models", timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.1)
-    yield f"{url}/v1"
-    stop_process(proc, "the live server", timeout=15)
-    log.close()
+            yield url
+        finally:
+            stop_process(proc, name, timeout=15)
 
 
 # Fast clocks for the run machinery, shared by the live server and worker.

@@ -29,15 +29,13 @@ from django.test import Client
 
 from core.models import hash_key
 from core.services.keys import api_key_create, api_key_revoke
-from core.stack.commands import web_command
-from core.stack.proc import free_port, stop_process
 from tests.conftest import (
-    BASE_DIR,
     TEST_MODEL,
     _database_url,
     ensure_test_model,
     live_env,
     make_tenant,
+    serve_web,
 )
 from tests.store_helpers import PASSWORD, make_user
 
@@ -107,30 +105,16 @@ def debug_server(
     live server logs warnings only), with its log in a file of its own."""
     with django_db_blocker.unblock():
         database_url = _database_url()
-    port = free_port()
     log_path = tmp_path / "debug-server.log"
-    log = open(log_path, "ab")  # noqa: SIM115
     env = {**live_env(database_url), "LOG_LEVEL": "DEBUG"}
-    proc = subprocess.Popen(
-        web_command(port, access_log=True, extra=["--log-level", "debug"]),
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        try:
-            httpx.get(f"{url}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "the debug server did not start"
-            time.sleep(0.1)
-    yield url, log_path
-    stop_process(proc, "the debug server", timeout=15)
-    log.close()
+    with serve_web(
+        "the debug server",
+        env,
+        log_path,
+        access_log=True,
+        extra=["--log-level", "debug"],
+    ) as url:
+        yield url, log_path
 
 
 def test_a_canary_key_is_nowhere_in_the_database_redis_or_the_logs(
