@@ -82,8 +82,10 @@ class Message(PublicObject):
     id = models.CharField(
         primary_key=True, max_length=64, default=ids.new_message_id, editable=False
     )
+    # No index of its own: msg_thread_seq (thread_id, seq) serves every
+    # lookup by thread, and each index costs every insert and update.
     thread = models.ForeignKey(
-        Thread, on_delete=models.CASCADE, related_name="messages"
+        Thread, on_delete=models.CASCADE, related_name="messages", db_index=False
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     # Content parts exactly as they go on the wire (text, image_file,
@@ -154,7 +156,12 @@ class Run(PublicObject):
         primary_key=True, max_length=64, default=ids.new_run_id, editable=False
     )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
-    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
+    # No index of its own: run_thread_seq (thread_id, seq) serves lookups by
+    # thread. A run's status changes are non-HOT updates (status is indexed),
+    # so every index of this table is written three times per run.
+    thread = models.ForeignKey(
+        Thread, on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
     # A string, not a foreign key: the run keeps naming its assistant after
     # the assistant is deleted, as OpenAI's runs do.
     assistant_id = models.CharField(max_length=64)
@@ -234,7 +241,11 @@ class RunStep(PublicObject):
     id = models.CharField(
         primary_key=True, max_length=64, default=ids.new_step_id, editable=False
     )
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    # No index of its own: step_run_seq (run_id, seq) and step_key_unique
+    # (run_id, key) serve lookups by run.
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="steps", db_index=False
+    )
     thread_id = models.CharField(max_length=64)
     assistant_id = models.CharField(max_length=64)
     # Idempotency: a step is written once per (run, key); a task that runs

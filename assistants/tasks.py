@@ -18,9 +18,11 @@ from django.conf import settings
 from django.db import connection
 
 from assistants.engine import EngineError
+from assistants.runs import events
 from assistants.runs.executor import run_execute
 from assistants.runs.memory import thread_summarize
 from assistants.runs.reaper import runs_reap
+from core import taskqueue
 from core.errors import is_outage
 from tools.services.file import files_expire_due
 from tools.services.upload import uploads_expire_due
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
     time_limit=1860,
 )
 def run_execute_task(run_id: str) -> None:
+
     try:
         run_execute(run_id)
     except Exception as exc:
@@ -50,15 +53,27 @@ def run_execute_task(run_id: str) -> None:
         logger.warning("run %s: left to the reaper, %s", run_id, exc)
 
 
-def run_wake(run_id: str) -> bool:
-    """Send ``run_id``'s wake-up to a worker; False if the broker is away.
+def run_wake(run_id: str, *, announce: list[tuple[str, Any]] | None = None) -> bool:
+    """Send ``run_id``'s wake-up to a worker, after the run's ``announce``
+    events; False if the broker is away.
 
     Callers have already committed the queued run: PostgreSQL is the source
     of truth, so an unreachable broker does not fail the request. The reaper
     re-sends the wake-up of a run still queued after
     RUN_REQUEUE_AFTER_SECONDS, which covers a wake-up never sent as well as
     one Redis lost in a restart.
+
+    With the default broker (the events' Redis) the events and the task's
+    message go in one round trip (``core.taskqueue``).
     """
+    if taskqueue.direct_possible() and events.publish_many(
+        run_id,
+        announce or [],
+        also=lambda pipe: taskqueue.push(pipe, run_execute_task, (run_id,)),
+    ):
+        return True
+    if announce:
+        events.publish_many(run_id, announce)
     try:
         run_execute_task.delay(run_id)
     except (kombu.exceptions.OperationalError, redis.exceptions.RedisError) as exc:

@@ -282,7 +282,9 @@ def _queued_run(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> Run:
     """A queued run with the get_weather function; wake-ups are recorded,
     not sent (the executor runs in this process)."""
     from assistants.tasks import run_execute_task
+    from core import taskqueue
 
+    monkeypatch.setattr(taskqueue, "direct_possible", lambda: False)
     monkeypatch.setattr(run_execute_task, "delay", lambda *a, **k: None)
     thread = Thread.objects.create(project=tenant.project)
     Message.objects.create(

@@ -40,6 +40,7 @@ rest of the platform and are not read here.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import queue
 import socket
@@ -55,13 +56,14 @@ import httpx
 import orjson
 from django.conf import settings
 
+from assistants.engine import transport
+
 if TYPE_CHECKING:
     from core.models import LanguageModel
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
-WRITE_TIMEOUT = 30.0
 DEFAULT_READ_TIMEOUT = 300.0
 # How often should_stop() is polled while the engine sends nothing (prompt
 # processing, a non-streamed answer, a stalled engine).
@@ -348,8 +350,8 @@ _tls: ssl.SSLContext | None = None
 
 
 def _tls_context() -> ssl.SSLContext:
-    # Building a context (loading the CA bundle) costs ~60 ms; every call
-    # makes its own client (see _Call._exchange), so they share one context.
+    # Building a context (loading the CA bundle) costs ~60 ms: every new
+    # engine connection (transport.Exchange) shares this one.
     global _tls
     with _tls_lock:
         if _tls is None:
@@ -391,15 +393,6 @@ def replica_order(
 # --- the exchange -------------------------------------------------------------
 
 _END = object()
-# Transport failures that happen before the engine answered anything: the
-# request can go to another replica, since no output was consumed.
-_FAILOVER_ERRORS = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.RemoteProtocolError,
-    httpx.ReadError,
-    httpx.WriteError,
-)
 _TRANSIENT_4XX = {408, 425, 429}
 
 
@@ -419,14 +412,14 @@ class _Call:
         urls: list[str],
         body: bytes,
         headers: dict[str, str],
-        timeout: httpx.Timeout,
+        read_timeout: float,
         stream: bool,
     ) -> None:
         self.model_name = model_name
         self.urls = urls
         self.body = body
         self.headers = headers
-        self.timeout = timeout
+        self.read_timeout = read_timeout
         self.stream = stream
         self.results: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -462,12 +455,7 @@ class _Call:
             urls=replica_order(model.id, urls, request.route_key),
             body=orjson.dumps(build_body(request, caps, stream=stream)),
             headers=headers,
-            timeout=httpx.Timeout(
-                connect=CONNECT_TIMEOUT,
-                read=_read_timeout(),
-                write=WRITE_TIMEOUT,
-                pool=CONNECT_TIMEOUT,
-            ),
+            read_timeout=_read_timeout(),
             stream=stream,
         )
 
@@ -478,25 +466,6 @@ class _Call:
             self._stopped = True
             sockets = list(self._sockets)
         for sock in sockets:
-            _shutdown(sock)
-
-    def _trace(self, event: str, info: dict[str, Any]) -> None:
-        # httpcore's trace hook is the public way to see the socket a request
-        # uses; the TLS event gives the wrapping socket (the raw one is
-        # detached by the wrap).
-        if event not in (
-            "connection.connect_tcp.complete",
-            "connection.start_tls.complete",
-        ):
-            return
-        stream = info.get("return_value")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if not isinstance(sock, socket.socket):
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            stopped = self._stopped
-        if stopped:
             _shutdown(sock)
 
     # -- helper thread
@@ -519,20 +488,32 @@ class _Call:
         for url in self.urls:
             if self._stopped:
                 return
-            # A client per call (no pool): its socket belongs to this request
-            # alone, so abort() can shut it down. A fresh connection costs
-            # about 1 ms on loopback (measured against tests/fake_engine.py).
-            with httpx.Client(timeout=self.timeout, verify=_tls_context()) as client:
-                request = client.build_request(
-                    "POST",
-                    f"{url}/chat/completions",
-                    content=self.body,
-                    headers=self.headers,
-                    extensions={"trace": self._trace},
-                )
+            exchange = transport.Exchange(
+                transport.Target.parse(f"{url}/chat/completions"),
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=self.read_timeout,
+                tls=_tls_context,
+                on_socket=self._track,
+            )
+            complete = False
+            try:
                 try:
-                    response = client.send(request, stream=True)
-                except _FAILOVER_ERRORS as exc:
+                    response = exchange.open(self.body, self.headers)
+                except TimeoutError as exc:
+                    if self._stopped:
+                        return
+                    if exchange.conn is None:  # the connect timed out
+                        failures.append((url, _describe(exc)))
+                        continue
+                    raise EngineError(
+                        f"The model engine for '{self.model_name}' at {url} did "
+                        f"not answer within {self.read_timeout:.0f} s "
+                        f"({_describe(exc)}).",
+                        transient=True,
+                    ) from exc
+                except (OSError, http.client.HTTPException) as exc:
+                    # Refused, reset or closed before answering: no output was
+                    # consumed, so another replica may take the request.
                     if self._stopped:
                         return
                     failures.append((url, _describe(exc)))
@@ -543,24 +524,11 @@ class _Call:
                         _describe(exc),
                     )
                     continue
-                except httpx.TimeoutException as exc:
-                    if self._stopped:
-                        return
-                    raise EngineError(
-                        f"The model engine for '{self.model_name}' at {url} did "
-                        f"not answer within {self.timeout.read:.0f} s "
-                        f"({_describe(exc)}).",
-                        transient=True,
-                    ) from exc
-                except httpx.HTTPError as exc:
-                    if self._stopped:
-                        return
-                    raise self._unreachable(url, _describe(exc)) from exc
-                try:
-                    yield from self._answer(url, response)
-                finally:
-                    response.close()
+                yield from self._answer(url, response)
+                complete = not self._stopped
                 return
+            finally:
+                exchange.finish(complete=complete)
         if len(failures) == 1:
             raise self._unreachable(*failures[0])
         raise self._unreachable(
@@ -569,6 +537,15 @@ class _Call:
             + "; ".join(f"{url}: {detail}" for url, detail in failures),
         )
 
+    def _track(self, sock: socket.socket) -> None:
+        """The request's socket, before anything is sent on it: abort()
+        shuts it down."""
+        with self._lock:
+            self._sockets.append(sock)
+            stopped = self._stopped
+        if stopped:
+            _shutdown(sock)
+
     def _unreachable(self, where: str, detail: str) -> EngineError:
         return EngineError(
             f"The model engine for '{self.model_name}' at {where} is "
@@ -576,14 +553,16 @@ class _Call:
             transient=True,
         )
 
-    def _answer(self, url: str, response: httpx.Response) -> Iterator[ChatChunk]:
+    def _answer(
+        self, url: str, response: http.client.HTTPResponse
+    ) -> Iterator[ChatChunk]:
         try:
-            if response.status_code >= 400:
+            if response.status >= 400:
                 raw = response.read()
-                raise self._http_error(url, response.status_code, raw)
-            content_type = response.headers.get("content-type", "")
+                raise self._http_error(url, response.status, raw)
+            content_type = response.getheader("content-type", "")
             if "text/event-stream" in content_type:
-                yield from self._events(url, response.iter_lines())
+                yield from self._events(url, _lines(response))
                 return
             raw = response.read()
             if raw.lstrip().startswith(b"data:"):
@@ -592,15 +571,15 @@ class _Call:
                 yield from self._events(url, iter(lines))
                 return
             yield from self._completion(url, _parse_json(raw))
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             if self._stopped:
                 return
             raise EngineError(
                 f"The model engine for '{self.model_name}' at {url} stopped "
-                f"sending for {self.timeout.read:.0f} s mid-answer.",
+                f"sending for {self.read_timeout:.0f} s mid-answer.",
                 transient=True,
             ) from exc
-        except httpx.HTTPError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             if self._stopped:
                 return
             raise EngineError(
@@ -843,6 +822,15 @@ def _error_text(raw: bytes) -> str:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _lines(response: http.client.HTTPResponse) -> Iterator[str]:
+    """The response's lines, without their line ends, as they arrive."""
+    while True:
+        line = response.readline()
+        if not line:
+            return
+        yield line.decode("utf-8", "replace").rstrip("\r\n")
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -123,11 +124,18 @@ def publish(run_id: str, event: str, data: Any) -> str:
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
-def publish_many(run_id: str, events: list[tuple[str, Any]]) -> None:
+def publish_many(
+    run_id: str,
+    events: list[tuple[str, Any]],
+    *,
+    also: Callable[[redis.client.Pipeline], None] | None = None,
+) -> bool:
     """Append several events in one round trip (dropped, as ``publish``, if
-    Redis is unavailable)."""
-    if not events or _publish_blocked():
-        return
+    Redis is unavailable). ``also`` adds other commands to the same round
+    trip (a run's wake-up: ``core.taskqueue.push``). False when nothing was
+    sent."""
+    if (not events and also is None) or _publish_blocked():
+        return False
     key = stream_key(run_id)
     try:
         pipe = client().pipeline(transaction=False)
@@ -138,10 +146,15 @@ def publish_many(run_id: str, events: list[tuple[str, Any]]) -> None:
                 maxlen=STREAM_MAXLEN,
                 approximate=True,
             )
-        pipe.expire(key, STREAM_TTL_SECONDS)
+        if events:
+            pipe.expire(key, STREAM_TTL_SECONDS)
+        if also is not None:
+            also(pipe)
         pipe.execute()
     except _UNAVAILABLE as exc:
         _publish_failed(run_id, exc)
+        return False
+    return True
 
 
 def last_id(run_id: str) -> str:

@@ -9,9 +9,9 @@ across the engine call.
 
 Safe to run twice: steps are keyed by (run, turn), so a re-run after a lost
 worker finds and reuses its step and message instead of adding new ones, and
-the claim lets only one worker execute a run at a time. While it works, a
-heartbeat thread stamps ``heartbeat_at``; the reaper re-queues runs whose
-heartbeat stopped.
+the claim lets only one worker execute a run at a time. While it works, the
+process's heartbeat thread stamps ``heartbeat_at`` (runs.heartbeat); the
+reaper re-queues runs whose heartbeat stopped.
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 
@@ -40,6 +38,7 @@ from assistants.engine import ChatRequest, EngineError, ToolCallDelta, chat_stre
 from assistants.models import Message, Run, RunStatus, RunStep
 from assistants.runs import context, events, memory, runaway, tokens
 from assistants.runs.annotations import MarkerFilter, annotate
+from assistants.runs.heartbeat import heartbeats
 from assistants.runs.prompt import call_as_made
 from assistants.runs.state import claim, transition
 from assistants.runs.tool_calls import (
@@ -53,6 +52,7 @@ from assistants.runs.tool_calls import (
     run_tool_results,
     write_tool_step,
 )
+from core.db import Statement, insert_together, update_sql, write_together
 from core.errors import is_outage
 from core.observability import metrics
 from core.selectors import language_model_cached
@@ -72,33 +72,6 @@ def worker_identity() -> str:
 
 class RunCancelled(Exception):
     pass
-
-
-class _Heartbeat(threading.Thread):
-    """Stamps ``heartbeat_at`` while this worker holds the run."""
-
-    def __init__(self, run_id: str, worker: str) -> None:
-        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
-        self.run_id = run_id
-        self.worker = worker
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        interval = float(settings.RUN_HEARTBEAT_SECONDS)
-        try:
-            while not self.stopped.wait(interval):
-                Run.objects.filter(
-                    pk=self.run_id,
-                    worker=self.worker,
-                    status__in=[RunStatus.IN_PROGRESS, RunStatus.CANCELLING],
-                ).update(heartbeat_at=timezone.now())
-        except Exception:  # never let a heartbeat hiccup kill the worker
-            logger.exception("heartbeat failed for %s", self.run_id)
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self.stopped.set()
 
 
 class _CancelWatch:
@@ -232,23 +205,30 @@ class _MessageWriter:
 
     def _create(self) -> None:
         run = self.run
-        with transaction.atomic():
-            message = self._new_message()
-            step = RunStep.objects.create(
-                run=run,
-                key=self.key,
-                thread_id=run.thread_id,
-                assistant_id=run.assistant_id,
-                type=RunStep.Type.MESSAGE_CREATION,
-                step_details=_message_creation(message),
-                metadata=self.step_metadata,
-            )
+        message = self._message()
+        step = RunStep(
+            run=run,
+            key=self.key,
+            thread_id=run.thread_id,
+            assistant_id=run.assistant_id,
+            type=RunStep.Type.MESSAGE_CREATION,
+            step_details=_message_creation(message),
+            metadata=self.step_metadata,
+        )
+        # Both rows in one statement: one round trip where the ORM's
+        # transaction took four, on the way to the first token.
+        insert_together(message, step)
         self._opened(step, message)
 
     def _new_message(self) -> Message:
-        """The turn's assistant message, empty and in progress."""
+        """The turn's assistant message, empty and in progress, saved."""
+        message = self._message()
+        message.save(force_insert=True)
+        return message
+
+    def _message(self) -> Message:
         run = self.run
-        return Message.objects.create(
+        return Message(
             thread_id=run.thread_id,
             role=Message.Role.ASSISTANT,
             content=[],
@@ -306,12 +286,11 @@ class _MessageWriter:
         step_status: str = RunStep.Status.COMPLETED,
     ) -> None:
         """End the message with ``raw`` (the model's text, markers and all)."""
-        events.publish_many(
-            self.run.id,
-            self.closed(
-                raw, usage=usage, incomplete=incomplete, step_status=step_status
-            ),
+        writes, closing = self.closed(
+            raw, usage=usage, incomplete=incomplete, step_status=step_status
         )
+        write_together(writes[:-1], writes[-1])
+        events.publish_many(self.run.id, closing)
 
     def closed(
         self,
@@ -320,10 +299,10 @@ class _MessageWriter:
         usage: dict[str, Any],
         incomplete: dict[str, Any] | None = None,
         step_status: str = RunStep.Status.COMPLETED,
-    ) -> list[tuple[str, Any]]:
-        """``close`` but for publishing: the caller publishes the returned
-        events once its transaction has committed (with its own, in one
-        round trip)."""
+    ) -> tuple[list[Statement], list[tuple[str, Any]]]:
+        """``close`` for a caller that writes more in the same statement:
+        the writes that end the message and its step, and the events to
+        publish once they are done (with the caller's, in one round trip)."""
         assert self.message is not None and self.step is not None
         self._send(self.filter.flush())
         now = timezone.now()
@@ -344,15 +323,6 @@ class _MessageWriter:
         else:
             message.status = Message.Status.COMPLETED
             message.completed_at = now
-        message.save(
-            update_fields=[
-                "content",
-                "status",
-                "completed_at",
-                "incomplete_at",
-                "incomplete_details",
-            ]
-        )
         step.status = step_status
         step.usage = usage
         if step_status == RunStep.Status.COMPLETED:
@@ -361,19 +331,32 @@ class _MessageWriter:
             step.cancelled_at = now
         else:
             step.failed_at = now
-        step.save(
-            update_fields=[
-                "status",
-                "usage",
-                "completed_at",
-                "cancelled_at",
-                "failed_at",
-            ]
-        )
+        writes = [
+            update_sql(
+                Message.objects.filter(pk=message.pk),
+                {
+                    "content": message.content,
+                    "status": message.status,
+                    "completed_at": message.completed_at,
+                    "incomplete_at": message.incomplete_at,
+                    "incomplete_details": message.incomplete_details,
+                },
+            ),
+            update_sql(
+                RunStep.objects.filter(pk=step.pk),
+                {
+                    "status": step.status,
+                    "usage": step.usage,
+                    "completed_at": step.completed_at,
+                    "cancelled_at": step.cancelled_at,
+                    "failed_at": step.failed_at,
+                },
+            ),
+        ]
         message_event = (
             "thread.message.incomplete" if incomplete else "thread.message.completed"
         )
-        return [
+        return writes, [
             (message_event, message_to_wire(message)),
             (f"thread.run.step.{step_status}", run_step_to_wire(step)),
         ]
@@ -490,6 +473,7 @@ def _stream_once(
     inputs: InputStream,
 ) -> _Outcome:
     out = _Outcome()
+
     for chunk in chat_stream(request, should_stop=watch):
         if chunk.content:
             out.text += chunk.content
@@ -525,12 +509,12 @@ def run_execute(run_id: str) -> None:
     """Claim ``run_id`` if it is queued and execute its next step."""
     worker = worker_identity()
     close_old_connections()
+
     run = claim(run_id, worker=worker)
     if run is None:
         return  # another worker has it, or it ended or was cancelled meanwhile
     events.publish(run.id, "thread.run.in_progress", run_to_wire(run))
-    heartbeat = _Heartbeat(run.id, worker)
-    heartbeat.start()
+    heartbeats.hold(run.id, worker)
     writer: _MessageWriter | None = None
     try:
         turn = _turn_of(run)
@@ -556,7 +540,7 @@ def run_execute(run_id: str) -> None:
         logger.exception("run %s failed", run.id)
         _fail(run, writer, "The run failed because of an internal server error.")
     finally:
-        heartbeat.stop()
+        heartbeats.release(run.id)
 
 
 def _turn_of(run: Run) -> int:
@@ -595,6 +579,7 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
         vision=bool(model.capability("vision")),
         tool_steps=writer.turn > 0,
     )
+
     if window is None:
         _end_incomplete(run, "max_prompt_tokens", usage=used)
         return None
@@ -719,17 +704,17 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
         _end_incomplete(run, "max_prompt_tokens", usage=total_usage)
         return None
     now = timezone.now()
-    # The message, its step and the run end in one transaction (one commit,
-    # not three), and their events go out in one round trip after it.
-    with transaction.atomic():
-        closing = writer.closed(outcome.text, usage=step_usage)
-        completed = transition(
-            run.id,
-            source=[RunStatus.IN_PROGRESS],
-            target=RunStatus.COMPLETED,
-            now=now,
-            usage=total_usage,
-        )
+    # The message, its step and the run end in one statement (one round
+    # trip, atomic), and their events go out in one round trip after it.
+    writes, closing = writer.closed(outcome.text, usage=step_usage)
+    completed = transition(
+        run.id,
+        source=[RunStatus.IN_PROGRESS],
+        target=RunStatus.COMPLETED,
+        now=now,
+        usage=total_usage,
+        together=writes,
+    )
     if completed:
         # What the UPDATE wrote, applied in memory: no re-read to publish.
         run.status, run.completed_at, run.usage = RunStatus.COMPLETED, now, total_usage

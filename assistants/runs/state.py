@@ -8,15 +8,17 @@ status is ever read, decided on, and written back in separate steps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F
+from django.db import connection
+from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from assistants.models import Run, RunStatus
+from core.db import Statement, columns, from_row, update_sql, write_together
 from core.observability import metrics
 
 S = RunStatus
@@ -56,6 +58,7 @@ def transition(
     source: Iterable[str],
     target: str,
     now: datetime | None = None,
+    together: Sequence[Statement] = (),
     **fields: Any,
 ) -> bool:
     """Move ``run_id`` from any of ``source`` to ``target``; True if we did.
@@ -63,22 +66,16 @@ def transition(
     Sets the matching timestamp (``started_at`` once, on the first claim;
     ``completed_at``/``failed_at``/… on the terminal ones) and clears
     ``expires_at`` and ``required_action`` when leaving ``requires_action``.
-    Extra ``fields`` are written in the same UPDATE.
+    Extra ``fields`` are written in the same UPDATE; the writes in
+    ``together`` (``core.db`` statements: the step's message and step rows)
+    go in the same statement, so they happen whether or not the run moved,
+    atomically with it, in one round trip.
     """
-    sources = tuple(source)
-    for src in sources:
-        if target not in TRANSITIONS[src]:
-            raise IllegalTransition(f"{src} → {target}")
-    now = now or timezone.now()
-    values: dict[str, Any] = {"status": target, **fields}
-    if target == S.IN_PROGRESS:
-        values.setdefault("started_at", Coalesce(F("started_at"), now))
-    if target in _TIMESTAMP_FOR:
-        values.setdefault(_TIMESTAMP_FOR[target], now)
-    if target != S.REQUIRES_ACTION:
-        values.setdefault("required_action", None)
-        values.setdefault("expires_at", None)
-    updated = Run.objects.filter(pk=run_id, status__in=sources).update(**values)
+    update = _update(run_id, source=source, target=target, now=now, fields=fields)
+    if together:
+        updated = write_together(together, update_sql(*update))
+    else:
+        updated = update[0].update(**update[1])
     metrics.run_transition(run_id, target, moved=updated == 1)
     return updated == 1
 
@@ -92,15 +89,45 @@ def claim(run_id: str, *, worker: str) -> Run | None:
     queued (another worker has it, or it ended or was cancelled meanwhile).
     """
     now = timezone.now()
-    table = Run._meta.db_table
-    claimed = list(
-        Run.objects.raw(
-            f"UPDATE {table} SET status = %s, worker = %s, heartbeat_at = %s, "
-            "attempts = attempts + 1, started_at = COALESCE(started_at, %s), "
-            "required_action = NULL, expires_at = NULL "
-            "WHERE id = %s AND status = %s RETURNING *",
-            [S.IN_PROGRESS, worker, now, now, run_id, S.QUEUED],
-        )
+    queryset, values = _update(
+        run_id,
+        source=[S.QUEUED],
+        target=S.IN_PROGRESS,
+        now=now,
+        fields={"worker": worker, "heartbeat_at": now, "attempts": F("attempts") + 1},
     )
-    metrics.run_transition(run_id, S.IN_PROGRESS, moved=bool(claimed))
-    return claimed[0] if claimed else None
+    sql, params = update_sql(queryset, values)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {columns(Run)}", params)
+        row = cursor.fetchone()
+    metrics.run_transition(run_id, S.IN_PROGRESS, moved=row is not None)
+    if row is None:
+        return None
+    [run] = from_row([Run], row)
+    assert isinstance(run, Run)
+    return run
+
+
+def _update(
+    run_id: str,
+    *,
+    source: Iterable[str],
+    target: str,
+    now: datetime | None,
+    fields: dict[str, Any],
+) -> tuple[QuerySet[Run], dict[str, Any]]:
+    """The compare-and-swap of one transition: which row, and what to write."""
+    sources = tuple(source)
+    for src in sources:
+        if target not in TRANSITIONS[src]:
+            raise IllegalTransition(f"{src} → {target}")
+    now = now or timezone.now()
+    values: dict[str, Any] = {"status": target, **fields}
+    if target == S.IN_PROGRESS:
+        values.setdefault("started_at", Coalesce(F("started_at"), now))
+    if target in _TIMESTAMP_FOR:
+        values.setdefault(_TIMESTAMP_FOR[target], now)
+    if target != S.REQUIRES_ACTION:
+        values.setdefault("required_action", None)
+        values.setdefault("expires_at", None)
+    return Run.objects.filter(pk=run_id, status__in=sources), values
