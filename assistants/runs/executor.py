@@ -333,7 +333,8 @@ class _MessageWriter:
             step.failed_at = now
         writes = [
             update_sql(
-                Message.objects.filter(pk=message.pk),
+                Message,
+                message.pk,
                 {
                     "content": message.content,
                     "status": message.status,
@@ -343,7 +344,8 @@ class _MessageWriter:
                 },
             ),
             update_sql(
-                RunStep.objects.filter(pk=step.pk),
+                RunStep,
+                step.pk,
                 {
                     "status": step.status,
                     "usage": step.usage,

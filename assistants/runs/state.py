@@ -13,12 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import F, QuerySet
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from assistants.models import Run, RunStatus
-from core.db import Statement, columns, from_row, update_sql, write_together
+from core.db import Sql, Statement, columns, from_row, update_sql, write_together
 from core.observability import metrics
 
 S = RunStatus
@@ -72,10 +70,7 @@ def transition(
     atomically with it, in one round trip.
     """
     update = _update(run_id, source=source, target=target, now=now, fields=fields)
-    if together:
-        updated = write_together(together, update_sql(*update))
-    else:
-        updated = update[0].update(**update[1])
+    updated = write_together(together, update)
     metrics.run_transition(run_id, target, moved=updated == 1)
     return updated == 1
 
@@ -89,14 +84,13 @@ def claim(run_id: str, *, worker: str) -> Run | None:
     queued (another worker has it, or it ended or was cancelled meanwhile).
     """
     now = timezone.now()
-    queryset, values = _update(
+    sql, params = _update(
         run_id,
         source=[S.QUEUED],
         target=S.IN_PROGRESS,
         now=now,
-        fields={"worker": worker, "heartbeat_at": now, "attempts": F("attempts") + 1},
+        fields={"worker": worker, "heartbeat_at": now, "attempts": Sql("{col} + 1")},
     )
-    sql, params = update_sql(queryset, values)
     with connection.cursor() as cursor:
         cursor.execute(f"{sql} RETURNING {columns(Run)}", params)
         row = cursor.fetchone()
@@ -115,8 +109,8 @@ def _update(
     target: str,
     now: datetime | None,
     fields: dict[str, Any],
-) -> tuple[QuerySet[Run], dict[str, Any]]:
-    """The compare-and-swap of one transition: which row, and what to write."""
+) -> Statement:
+    """The compare-and-swap UPDATE of one transition."""
     sources = tuple(source)
     for src in sources:
         if target not in TRANSITIONS[src]:
@@ -124,10 +118,10 @@ def _update(
     now = now or timezone.now()
     values: dict[str, Any] = {"status": target, **fields}
     if target == S.IN_PROGRESS:
-        values.setdefault("started_at", Coalesce(F("started_at"), now))
+        values.setdefault("started_at", Sql("COALESCE({col}, %s)", (now,)))
     if target in _TIMESTAMP_FOR:
         values.setdefault(_TIMESTAMP_FOR[target], now)
     if target != S.REQUIRES_ACTION:
         values.setdefault("required_action", None)
         values.setdefault("expires_at", None)
-    return Run.objects.filter(pk=run_id, status__in=sources), values
+    return update_sql(Run, run_id, values, where_in=("status", sources))
