@@ -69,7 +69,11 @@ from bench.api_bench import (  # noqa: E402  (needs the project root on sys.path
     tenant_create,
     versions,
 )
-from core.stack.commands import web_command, worker_command  # noqa: E402
+from core.stack.commands import (  # noqa: E402
+    web_command,
+    worker_command,
+    worker_env,
+)
 from core.stack.proc import die_with_parent, free_port  # noqa: E402
 
 # What `make run` serves; --settings measures a candidate instead.
@@ -246,22 +250,27 @@ def start_web(children: Children, data_dir: Path, settings: str) -> tuple[Child,
 
 
 def start_worker(
-    children: Children, data_dir: Path, concurrency: int, settings: str
+    children: Children, data_dir: Path, concurrency: int, settings: str, pool: str
 ) -> Child:
-    """A Celery worker as ``make run`` starts it, at ``concurrency``.
+    """A Celery worker as ``make run`` starts its runs worker (the threads
+    pool; ``--pool prefork`` for processes), at ``concurrency``.
 
     Its readiness is not awaited here: with LOG_LEVEL=WARNING it prints no
     "ready" line, and the warm-up runs wait for it anyway.
     """
     child = children.add(
         Child(
-            f"celery worker (concurrency {concurrency})",
+            f"celery worker ({pool}, concurrency {concurrency})",
             worker_command(
                 concurrency=concurrency,
                 hostname=f"runs-bench-{os.getpid()}-{concurrency}@%h",
                 loglevel="WARNING",
+                queues=["runs", "celery"],
             ),
-            django_env(settings),
+            {
+                **django_env(settings),
+                **worker_env(pool=pool, concurrency=concurrency),
+            },
             data_dir / "runs-bench-worker.log",
         )
     )
@@ -1207,6 +1216,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"settings module of the web and worker (default {SETTINGS_MODULE})",
     )
     parser.add_argument(
+        "--pool",
+        choices=["threads", "prefork"],
+        default="threads",
+        help="the worker's Celery pool (default threads, as make run's runs worker)",
+    )
+    parser.add_argument(
         "--profile",
         choices=["wall", "cpu"],
         default=None,
@@ -1231,6 +1246,7 @@ class Stack:
     children: Children
     data_dir: Path
     settings: str
+    pool: str
     engine: Child
     web: Child
     worker: Child
@@ -1268,7 +1284,9 @@ def stack_start(
     )
     connections.close_all()  # the servers hold their own
     web, web_port = start_web(children, data_dir, args.settings)
-    worker = start_worker(children, data_dir, args.concurrency[0], args.settings)
+    worker = start_worker(
+        children, data_dir, args.concurrency[0], args.settings, args.pool
+    )
     # The sync client's info() is typed as maybe-awaitable; it is a dict here.
     info: dict[str, Any] = redis.Redis.from_url(settings.REDIS_URL).info()  # type: ignore[assignment]
     redis_pid = int(info["process_id"])
@@ -1294,6 +1312,7 @@ def stack_start(
         children=children,
         data_dir=data_dir,
         settings=args.settings,
+        pool=args.pool,
         engine=engine,
         web=web,
         worker=worker,
@@ -1472,7 +1491,9 @@ def phase_throughput(st: Stack, args: argparse.Namespace, report: Report) -> Non
         if level != worker_concurrency(st.worker):
             log(f"restarting the worker at concurrency {level}")
             st.children.remove(st.worker)
-            st.worker = start_worker(st.children, st.data_dir, level, st.settings)
+            st.worker = start_worker(
+                st.children, st.data_dir, level, st.settings, st.pool
+            )
             st.meter.pids["worker"] = st.worker.pid
             worker_warmup(st.clients, st.worker, 3)
         else:

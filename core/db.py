@@ -163,3 +163,16 @@ def from_row(
         at += len(fields)
         found.append(model.from_db(using, [f.attname for f in fields], values))
     return found
+
+
+def release_connection(using: str = "default") -> None:
+    """Give the thread's database connection back to the pool while it will
+    not be needed for a while (a stream to a client, an engine call); the
+    next query takes one again. Only a pooled connection is given back
+    (closing a persistent one would just cost a reconnect), and never inside
+    a transaction."""
+    connection = connections[using]
+    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not (
+        connection.in_atomic_block
+    ):
+        connection.close()

@@ -31,17 +31,23 @@ case "$role" in
       --workers "${WEB_CONCURRENCY:-1}" "$@"
     ;;
   worker-runs)
-    # Runs, summaries and everything on the default queue.
+    # Runs, summaries and everything on the default queue, on threads (a
+    # run waits on the engine most of its time). The settings read both
+    # variables too: they size the worker's PostgreSQL pool from them.
+    export WORKER_POOL="${WORKER_POOL:-threads}"
+    export WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-16}"
     exec celery -A config worker -Q "${WORKER_QUEUES:-runs,celery}" \
       --hostname "runs@%h" --loglevel "$log_level" \
-      --concurrency "${WORKER_CONCURRENCY:-2}" "$@"
+      --concurrency "$WORKER_CONCURRENCY" "$@"
     ;;
   worker-ingestion)
     # File ingestion (parsing, chunking, embeddings on the CPU): its own
     # worker, so that a large upload never delays a run.
+    export WORKER_POOL="${WORKER_POOL:-prefork}"
+    export WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-1}"
     exec celery -A config worker -Q "${WORKER_QUEUES:-ingestion}" \
       --hostname "ingestion@%h" --loglevel "$log_level" \
-      --concurrency "${WORKER_CONCURRENCY:-1}" "$@"
+      --concurrency "$WORKER_CONCURRENCY" "$@"
     ;;
   beat)
     # Exactly one per deployment. The schedule file is scratch (the

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from core.stack.commands import web_command, worker_command
+from core.stack.commands import web_command, worker_command, worker_env
 from core.stack.proc import free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -104,6 +104,7 @@ class Cluster:
         name: str,
         *,
         concurrency: int = 1,
+        pool: str = "prefork",
         extra_env: dict[str, str] | None = None,
     ) -> Proc:
         proc = self._spawn(
@@ -111,7 +112,10 @@ class Cluster:
             worker_command(
                 concurrency=concurrency, hostname=f"{name}-{os.getpid()}@%h"
             ),
-            extra_env=extra_env,
+            extra_env={
+                **worker_env(pool=pool, concurrency=concurrency),
+                **(extra_env or {}),
+            },
         )
         deadline = time.monotonic() + 90
         while " ready." not in proc.log():

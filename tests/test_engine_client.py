@@ -22,6 +22,7 @@ from assistants.engine import (
     EngineError,
     Usage,
     chat_stream,
+    transport,
 )
 from assistants.engine.client import engine_request_id, sse_data
 from core.models import LanguageModel
@@ -140,6 +141,23 @@ def test_it_streams_text_token_by_token(fake_engine: FakeEngine) -> None:
     assert sent["headers"]["authorization"] == "Bearer engine-key"
     assert sent["headers"]["x-request-id"] == engine_request_id("req_123")
     assert sent["completed"] and not sent["aborted"]
+
+
+def test_consecutive_calls_reuse_one_kept_alive_connection(
+    fake_engine: FakeEngine,
+) -> None:
+    """The connection goes back to the pool intact: the end of a call does
+    not shut down a socket that the next call now owns."""
+    transport.clear_pool()
+    model = fake_engine.model(id=unique_id())
+    fake_engine.script({"content": "one"}, {"content": "two"})
+    origin = transport.Target.parse(fake_engine.url).origin
+
+    assert text_of(collect(ChatRequest(model=model, messages=USER))) == "one"
+    [first] = transport._pool._idle[origin]
+    assert text_of(collect(ChatRequest(model=model, messages=USER))) == "two"
+    assert transport._pool._idle[origin] == [first]
+    assert all(r["completed"] and not r["aborted"] for r in fake_engine.requests())
 
 
 def test_usage_without_cached_tokens_leaves_them_unknown(

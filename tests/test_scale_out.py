@@ -55,8 +55,13 @@ def cluster(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Cluster]:
 
 @pytest.fixture
 def workers(cluster: Cluster) -> Iterator[list[Proc]]:
-    """Two workers (one process each) for this test, stopped after it."""
-    started = [cluster.worker(f"worker-{uuid.uuid4().hex[:6]}") for _ in range(2)]
+    """Two runs workers on the threads pool, as deployed, for this test,
+    stopped after it. One run at a time each, so that consecutive runs of a
+    thread spread over both."""
+    started = [
+        cluster.worker(f"worker-{uuid.uuid4().hex[:6]}", pool="threads")
+        for _ in range(2)
+    ]
     yield started
     _stop_workers(cluster)
 
@@ -341,3 +346,43 @@ def test_every_run_of_a_thread_goes_to_one_engine_replica_whichever_worker_runs_
     # than one worker: the routing does not depend on the worker.
     assert {p for s in ports.values() for p in s} == set(port_of_url.values())
     assert any(len(w) > 1 for w in workers_of.values()), dict(workers_of)
+
+
+def test_one_threads_worker_holds_several_runs_at_once(
+    cluster: Cluster,
+    web_a: Proc,
+    tenant: Tenant,
+    registered_engine: FakeEngine,
+    django_db_blocker: Any,
+) -> None:
+    """The runs worker as deployed: four runs streaming at the same time in
+    one process, each on its own thread and (pooled) connection."""
+    try:
+        only = cluster.worker("worker-threads", concurrency=4, pool="threads")
+        registered_engine.script(
+            *[{"chunks": ["slow "] * 20, "delay_per_chunk": 0.1}] * 4
+        )
+        with _api(web_a, tenant) as http:
+            assistant = _assistant(http)
+            threads = [_thread(http) for _ in range(4)]
+            runs = [_create_run(http, t, assistant) for t in threads]
+            # All four in progress together (the answers take ~2 s each).
+            deadline = time.monotonic() + 20
+            while True:
+                statuses = [
+                    http.get(f"/threads/{t}/runs/{r['id']}").json()["status"]
+                    for t, r in zip(threads, runs, strict=True)
+                ]
+                if statuses == ["in_progress"] * 4:
+                    break
+                assert time.monotonic() < deadline, statuses
+                time.sleep(0.05)
+            finals = [
+                _wait(http, t, r["id"], {"completed", "failed"})
+                for t, r in zip(threads, runs, strict=True)
+            ]
+        assert [f["status"] for f in finals] == ["completed"] * 4
+        pids = {_worker_of(r["id"], django_db_blocker) for r in runs}
+        assert pids == {only.popen.pid}
+    finally:
+        _stop_workers(cluster)

@@ -12,12 +12,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+import openai
 import psutil
 import pytest
 
 from core.stack.proc import free_port
+
+if TYPE_CHECKING:
+    from tests.fake_engine import FakeEngine
+
+pytest_plugins = ["tests.fake_engine"]
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.live
@@ -85,7 +92,8 @@ def _stop(proc: subprocess.Popen[str], data_dir: Path) -> str:
     # down cleanly rather than being killed.
     for line in (
         "stopping web",
-        "stopping worker",
+        "stopping runs worker",
+        "stopping ingestion worker",
         "stopping Redis",
         "stopping PostgreSQL",
     ):
@@ -95,7 +103,9 @@ def _stop(proc: subprocess.Popen[str], data_dir: Path) -> str:
     return output
 
 
-def test_make_run_keeps_the_automation_contract(tmp_path: Path) -> None:
+def test_make_run_keeps_the_automation_contract(
+    tmp_path: Path, fake_engine: FakeEngine
+) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
 
@@ -108,10 +118,29 @@ def test_make_run_keeps_the_automation_contract(tmp_path: Path) -> None:
     assert len(printed) == 1, output
     generated = printed[0]
 
-    second = _start(data_dir, port, BOOTSTRAP_API_KEY="sk-local-test")
+    second = _start(
+        data_dir,
+        port,
+        BOOTSTRAP_API_KEY="sk-local-test",
+        MODEL_BASE_URL=fake_engine.url,
+        DEFAULT_MODEL="contract-engine",
+    )
     try:
         _wait_ready(second, port)
         base = f"http://127.0.0.1:{port}/v1"
+        # A run end to end on what make run started (the runs worker on
+        # threads, woken through the broker list) against MODEL_BASE_URL.
+        fake_engine.script({"content": "contract kept"})
+        sdk = openai.OpenAI(base_url=base, api_key="sk-local-test", max_retries=0)
+        assistant = sdk.beta.assistants.create(model="contract-engine")
+        run = sdk.beta.threads.create_and_run_poll(
+            assistant_id=assistant.id,
+            thread={"messages": [{"role": "user", "content": "hi"}]},
+            poll_interval_ms=50,
+        )
+        assert run.status == "completed", run.last_error
+        answer = sdk.beta.threads.messages.list(thread_id=run.thread_id).data[0]
+        assert answer.content[0].text.value == "contract kept"
         ok = httpx.get(
             f"{base}/models", headers={"Authorization": "Bearer sk-local-test"}
         )

@@ -525,9 +525,15 @@ class _Call:
                     )
                     continue
                 yield from self._answer(url, response)
-                complete = not self._stopped
+                complete = True
                 return
             finally:
+                # Under the lock, so that abort() either sees the socket (and
+                # the connection is closed, not pooled) or never does: a
+                # pooled connection belongs to the next call.
+                with self._lock:
+                    complete = complete and not self._stopped
+                    self._sockets.clear()
                 exchange.finish(complete=complete)
         if len(failures) == 1:
             raise self._unreachable(*failures[0])

@@ -52,7 +52,13 @@ from assistants.runs.tool_calls import (
     run_tool_results,
     write_tool_step,
 )
-from core.db import Statement, insert_together, update_sql, write_together
+from core.db import (
+    Statement,
+    insert_together,
+    release_connection,
+    update_sql,
+    write_together,
+)
 from core.errors import is_outage
 from core.observability import metrics
 from core.selectors import language_model_cached
@@ -615,6 +621,9 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
     problem: str | None = "no attempt"
     outcome = _Outcome()
     inputs = InputStream(run, writer.turn, engine)
+    # The engine may take seconds or minutes; a threads worker's connection
+    # goes back to its pool meanwhile (the first token takes one again).
+    release_connection()
     for _attempt in range(MAX_JSON_ATTEMPTS):
         outcome = _stream_once(
             request, writer, live_text=live_text, watch=watch, inputs=inputs

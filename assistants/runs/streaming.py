@@ -16,7 +16,7 @@ import orjson
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, close_old_connections
 from django.http import StreamingHttpResponse
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -24,6 +24,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from assistants.api.v1.serializers import run_to_wire
 from assistants.models import Run, RunStatus
 from assistants.runs.events import CONNECT_TIMEOUT_SECONDS, FINAL_EVENTS, stream_key
+from core.db import release_connection
 from core.errors import is_outage
 
 KEEPALIVE_MS = 15_000
@@ -149,13 +150,10 @@ def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
     response closes, which for a stream is when the run ends: 200 open
     streams held 200 connections and exhausted the pool (load benchmark).
     The stream itself needs PostgreSQL only now and then (``_ended_run``),
-    and takes a connection for that moment. Only a pooled connection is
-    given back (closing a persistent one would just cost a reconnect), and
-    never inside a transaction (tests run views in one)."""
-    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not (
-        connection.in_atomic_block
-    ):
-        connection.close()
+    and takes a connection for that moment (``release_connection``: only a
+    pooled one is given back, never inside a transaction; tests run views
+    in one)."""
+    release_connection()
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream

@@ -82,13 +82,25 @@ DATABASES = {
 # request thread would grow with them. (Django's own ASGI handler made every
 # request a new PostgreSQL backend, ~8 ms of server CPU here; our handler in
 # core/asgi_handler.py reuses request threads, and the pool still applies.)
-# Celery workers keep persistent connections: a pool must not be inherited
-# across the prefork pool's forks.
-if env.bool("AGENTS_ASGI", default=False) and env.bool("DB_POOL", default=True):
+# A runs worker on the threads pool (WORKER_POOL=threads) shares one pool
+# among its threads the same way, sized to them: each holds at most one
+# connection, and gives it back while it waits on the engine. Prefork
+# workers keep persistent connections: a pool must not be inherited across
+# the prefork pool's forks.
+WORKER_POOL = env.str("WORKER_POOL", default="prefork")
+WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=2)
+_THREADED_WORKER = WORKER_POOL == "threads"
+if (env.bool("AGENTS_ASGI", default=False) or _THREADED_WORKER) and env.bool(
+    "DB_POOL", default=True
+):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
-        "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
+        # A threads worker: one per thread, and one for its heartbeats.
+        "max_size": env.int(
+            "DB_POOL_MAX_SIZE",
+            default=WORKER_CONCURRENCY + 2 if _THREADED_WORKER else 20,
+        ),
         "timeout": 10,
         # psycopg_pool retries a failed connect with a doubling delay until
         # this many seconds have passed (default 300): after a 30 s outage
@@ -230,7 +242,8 @@ INGEST_MAX_UNZIPPED_BYTES = env.int(
     "INGEST_MAX_UNZIPPED_BYTES", default=128 * 1024 * 1024
 )
 INGEST_TIME_LIMIT_SECONDS = env.int("INGEST_TIME_LIMIT_SECONDS", default=1800)
-# HNSW search breadth: higher is slower and finds more of the exact top-k.
+# HNSW search breadth, the least: higher is slower and finds more of the
+# exact top-k. A filter widens it (tools/file_search/search.py).
 SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
 # A vector search whose store scope and filters leave at most this many
 # chunks (the planner's estimate; the bound grows with the table, see
@@ -242,6 +255,9 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# prefork (processes) or threads: runs wait on the engine most of their
+# time, so a runs worker holds many of them at once on threads.
+CELERY_WORKER_POOL = WORKER_POOL
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.stack.commands import web_command, worker_command
+from core.stack.commands import web_command, worker_command, worker_env
 from core.stack.engine import (
     CAPABILITIES,
     DEFAULT_ALIAS,
@@ -143,11 +143,18 @@ class Stack:
                 "AGENTS_ENGINE_API_KEY", self.env.get("MODEL_API_KEY", "")
             )
 
-    def spawn(self, name: str, argv: list[str], *, own_session: bool = True) -> None:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        own_session: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
         log(f"starting {name}")
         proc = subprocess.Popen(
             argv,
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=BASE_DIR,
             start_new_session=own_session,
             preexec_fn=die_with_parent(),
@@ -224,13 +231,30 @@ def run(stack: Stack) -> int:
         "web",
         web_command(port, host=host, workers=stack.env.get("WEB_CONCURRENCY", "1")),
     )
+    # Runs (and summaries, the reaper) on threads: a run waits on the engine
+    # most of its time, so one process holds many. Ingestion (parsing and
+    # embeddings, CPU-bound) in processes of its own, as in deploy/.
+    runs = stack.env.get("WORKER_CONCURRENCY", "16")
     stack.spawn(
-        "worker",
+        "runs worker",
         worker_command(
-            concurrency=stack.env.get("WORKER_CONCURRENCY", "2"),
-            hostname=f"worker-{os.getpid()}@%h",
+            concurrency=runs,
+            hostname=f"runs-{os.getpid()}@%h",
             loglevel=stack.env.get("LOG_LEVEL", "INFO").upper(),
+            queues=["runs", "celery"],
         ),
+        env=worker_env(pool="threads", concurrency=runs),
+    )
+    ingestion = stack.env.get("INGESTION_CONCURRENCY", "1")
+    stack.spawn(
+        "ingestion worker",
+        worker_command(
+            concurrency=ingestion,
+            hostname=f"ingestion-{os.getpid()}@%h",
+            loglevel=stack.env.get("LOG_LEVEL", "INFO").upper(),
+            queues=["ingestion"],
+        ),
+        env=worker_env(pool="prefork", concurrency=ingestion),
     )
     log(f"API at http://{host}:{port}/v1  (docs: http://{host}:{port}/docs/)")
     return stack.wait_any()

@@ -76,3 +76,11 @@ def worker_command(
     if queues:
         argv += ["-Q", ",".join(queues)]
     return [*argv, *extra]
+
+
+def worker_env(*, pool: str, concurrency: int | str) -> dict[str, str]:
+    """The environment a worker started with ``worker_command`` needs for
+    ``pool`` (``prefork`` or ``threads``): the settings size its database
+    pool from these (config/settings/base.py), and Celery takes its pool
+    from WORKER_POOL."""
+    return {"WORKER_POOL": pool, "WORKER_CONCURRENCY": str(concurrency)}
