@@ -6,7 +6,11 @@ import os
 
 from celery import Celery
 
-from core.broker import cap_broker_reconnect_interval, patch_redis_detached_channel
+from core.broker import (
+    cap_broker_reconnect_interval,
+    patch_redis_detached_channel,
+    reuse_channel_clients,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -14,6 +18,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 # and the worker must be back soon after Redis (core/broker.py).
 patch_redis_detached_channel()
 cap_broker_reconnect_interval()
+reuse_channel_clients()
 
 app = Celery("agents")
 app.config_from_object("django.conf:settings", namespace="CELERY")

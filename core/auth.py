@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
@@ -38,6 +40,16 @@ def redact(raw: str) -> str:
     return f"{raw[:6]}...{raw[-4:]}"
 
 
+@cache
+def _key_sql() -> str:
+    return (
+        "SELECT k.id, k.project_id, p.organization_id, k.last_used_at "
+        f'FROM "{ApiKey._meta.db_table}" k '
+        f'JOIN "{Project._meta.db_table}" p ON p.id = k.project_id '
+        "WHERE k.hashed_key = %s AND k.revoked_at IS NULL LIMIT 1"
+    )
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Principal, ApiKey] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
@@ -51,17 +63,15 @@ class ApiKeyAuthentication(BaseAuthentication):
                 "YOUR_KEY'."
             )
         # Every request pays for this lookup: one indexed query for just the
-        # columns a request needs, no joins and no ORDER BY. Other fields load
-        # lazily if something asks for them (nothing on the hot path does).
-        row = ApiKey.objects.filter(
-            hashed_key=hash_key(raw), revoked_at__isnull=True
-        ).values_list("id", "project_id", "project__organization_id", "last_used_at")[
-            :1
-        ]
-        found = list(row)
-        if not found:
+        # columns a request needs, written out (the ORM's query building cost
+        # more CPU than PostgreSQL's answer). Other fields load lazily if
+        # something asks for them (nothing on the hot path does).
+        with connection.cursor() as cursor:
+            cursor.execute(_key_sql(), [hash_key(raw)])
+            found = cursor.fetchone()
+        if found is None:
             raise AuthenticationFailed(f"Incorrect API key provided: {redact(raw)}.")
-        key_id, project_id, organization_id, last_used_at = found[0]
+        key_id, project_id, organization_id, last_used_at = found
         project = Project.from_db(
             "default", ["id", "organization_id"], [project_id, organization_id]
         )

@@ -1,4 +1,11 @@
-"""Broker-side fixes the worker needs to survive a Redis restart.
+"""Broker-side fixes: surviving a Redis restart, and a client per channel.
+
+``reuse_channel_clients``: kombu's Redis channel builds a new ``redis.Redis``
+client object for every command it sends without one (each task's ack,
+each delivery's bookkeeping): about 0.3 ms of CPU apiece, 5% of a runs
+worker's CPU per run in the runs benchmark. The client is only a wrapper
+around the channel's connection pool and safe to share between threads, so
+one per channel (and pool) is kept.
 
 ``cap_broker_reconnect_interval``: Celery's consumer reconnects through
 kombu's ``Connection.ensure_connection`` with kombu's default intervals (2 s,
@@ -29,6 +36,8 @@ second delivery harmless.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -75,3 +84,28 @@ def cap_broker_reconnect_interval() -> None:
 
     ensure_connection.agents_patched = True  # type: ignore[attr-defined]
     Connection.ensure_connection = ensure_connection  # type: ignore[method-assign]
+
+
+def reuse_channel_clients() -> None:
+    """One sync ``redis.Redis`` per kombu Redis channel and pool, instead of
+    one per command. Idempotent."""
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.Channel.conn_or_acquire
+    if getattr(original, "agents_patched", False):
+        return
+
+    @contextmanager
+    def conn_or_acquire(self: Any, client: Any = None) -> Iterator[Any]:
+        if client:
+            yield client
+            return
+        pool = self.pool  # as _create_client reads it (may raise, detached)
+        cached = self.__dict__.get("_agents_client")
+        if cached is None or cached.connection_pool is not pool:
+            cached = self._create_client()
+            self.__dict__["_agents_client"] = cached
+        yield cached
+
+    conn_or_acquire.agents_patched = True  # type: ignore[attr-defined]
+    kombu_redis.Channel.conn_or_acquire = conn_or_acquire  # type: ignore[method-assign]

@@ -71,3 +71,16 @@ def test_direct_only_for_the_events_redis() -> None:
     assert taskqueue.direct_possible()  # the test stack's default broker
     assert not taskqueue._direct_possible("redis://a:6379/0", "redis://b:6379/0")
     assert not taskqueue._direct_possible("amqp://a//", "amqp://a//")
+
+
+def test_a_broker_channel_keeps_one_redis_client() -> None:
+    """core.broker.reuse_channel_clients: one client per channel, not one
+    per command (each ack built one)."""
+    with current_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as again:
+            assert first is again
+            assert first.ping()
+        given = redis.Redis.from_url(settings.REDIS_URL)
+        with channel.conn_or_acquire(given) as passed:
+            assert passed is given

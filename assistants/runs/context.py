@@ -102,9 +102,14 @@ def prompt_budget(run: Run, model: LanguageModel, used_prompt_tokens: int) -> in
 
 # Raw SQL on the per-run path: the ORM's query compilation cost more than
 # PostgreSQL's work for these indexed reads.
-_SUMMARIES_SQL = (
-    "SELECT id, from_seq, until_seq, level, text, token_count "
-    "FROM assistants_threadsummary WHERE thread_id = %s ORDER BY from_seq, level"
+# The thread's context state and its summaries in one round trip (one row
+# with NULL summary columns when it has none).
+_STATE_SQL = (
+    "SELECT t.context_boundary_seq, t.context_summary_ids, "
+    "s.id, s.from_seq, s.until_seq, s.level, s.text, s.token_count "
+    "FROM assistants_thread t "
+    "LEFT JOIN assistants_threadsummary s ON s.thread_id = t.id "
+    "WHERE t.id = %s ORDER BY s.from_seq, s.level"
 )
 _MESSAGES_SQL = (
     "SELECT id, seq, role, content, token_count, token_model "
@@ -114,13 +119,17 @@ _MESSAGES_SQL = (
 _NO_UPPER_BOUND = 2**63 - 1
 
 
-def _summaries_of(thread_id: str) -> list[ThreadSummary]:
-    """The thread's summaries in order; they tile its history from the start
-    (merging keeps them few)."""
+def _thread_state(thread_id: str) -> tuple[int, list[int], list[ThreadSummary]]:
+    """The thread's context boundary, the ids of the summaries its last
+    prompt used, and its summaries in order (they tile its history from the
+    start; merging keeps them few)."""
     with connection.cursor() as cursor:
-        cursor.execute(_SUMMARIES_SQL, [thread_id])
+        cursor.execute(_STATE_SQL, [thread_id])
         rows = cursor.fetchall()
-    return [
+    if not rows:
+        return 0, [], []
+    boundary, in_prompt_ids = rows[0][0], _json(rows[0][1])
+    blocks = [
         ThreadSummary(
             pk=pk,
             thread_id=thread_id,
@@ -130,8 +139,10 @@ def _summaries_of(thread_id: str) -> list[ThreadSummary]:
             text=text,
             token_count=token_count,
         )
-        for pk, from_seq, until_seq, level, text, token_count in rows
+        for _b, _i, pk, from_seq, until_seq, level, text, token_count in rows
+        if pk is not None
     ]
+    return boundary, in_prompt_ids, blocks
 
 
 def read_messages(
@@ -325,15 +336,7 @@ def frontier(
 def _auto_window(
     run: Run, model: LanguageModel, budget: int, fixed: int
 ) -> tuple[Context, list[Message], list[ThreadSummary]]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT context_boundary_seq, context_summary_ids "
-            "FROM assistants_thread WHERE id = %s",
-            [run.thread_id],
-        )
-        state = cursor.fetchone()
-    boundary, in_prompt_ids = (state[0], _json(state[1])) if state else (0, [])
-    blocks = _summaries_of(run.thread_id)
+    boundary, in_prompt_ids, blocks = _thread_state(run.thread_id)
     by_id = {b.pk: b for b in blocks}
     summarized_until = max((b.until_seq for b in blocks), default=0)
     read, reached_start = read_messages(

@@ -167,14 +167,24 @@ class _MessageWriter:
         # How the prompt was made (context.Context.step_metadata).
         self.step_metadata: dict[str, str] = {}
 
-    def open(self) -> None:
+    def feed(self, raw: str) -> None:
+        """The model's next text; the first opens the message (its events
+        and the first delta then go out in one round trip)."""
+        if self.message is None:
+            self.open(first=raw)
+        else:
+            self.delta(raw)
+
+    def open(self, first: str = "") -> None:
+        """Create (or, on a run's later attempt, find) the message and its
+        step, and announce them, with ``first`` as the first delta."""
         if self.message is not None:
             return
         run = self.run
         if self.step is None and run.attempts == 1:
             # The run's first claim: nothing of it can exist yet, so insert
-            # without looking (one transaction, no get-or-create round trips).
-            self._create()
+            # without looking (one statement, no get-or-create round trips).
+            self._create(first)
             return
         step = RunStep.objects.filter(run=run, key=self.key).first()
         message = None
@@ -207,9 +217,9 @@ class _MessageWriter:
                 step_details=details, status=RunStep.Status.IN_PROGRESS
             )
             step.step_details, step.status = details, RunStep.Status.IN_PROGRESS
-        self._opened(step, message)
+        self._opened(step, message, first)
 
-    def _create(self) -> None:
+    def _create(self, first: str) -> None:
         run = self.run
         message = self._message()
         step = RunStep(
@@ -224,7 +234,7 @@ class _MessageWriter:
         # Both rows in one statement: one round trip where the ORM's
         # transaction took four, on the way to the first token.
         insert_together(message, step)
-        self._opened(step, message)
+        self._opened(step, message, first)
 
     def _new_message(self) -> Message:
         """The turn's assistant message, empty and in progress, saved."""
@@ -243,19 +253,21 @@ class _MessageWriter:
             run_id=run.id,
         )
 
-    def _opened(self, step: RunStep, message: Message) -> None:
+    def _opened(self, step: RunStep, message: Message, first: str) -> None:
         run = self.run
         self.step, self.message, self.text = step, message, ""
         self.filter = MarkerFilter(self.results.sources)
-        events.publish_many(
-            run.id,
-            [
-                ("thread.run.step.created", run_step_to_wire(step)),
-                ("thread.run.step.in_progress", run_step_to_wire(step)),
-                ("thread.message.created", message_to_wire(message)),
-                ("thread.message.in_progress", message_to_wire(message)),
-            ],
-        )
+        opening: list[tuple[str, Any]] = [
+            ("thread.run.step.created", run_step_to_wire(step)),
+            ("thread.run.step.in_progress", run_step_to_wire(step)),
+            ("thread.message.created", message_to_wire(message)),
+            ("thread.message.in_progress", message_to_wire(message)),
+        ]
+        text = self.filter.feed(first) if first else ""
+        if text:
+            self.text += text
+            opening.append(("thread.message.delta", self._delta(text)))
+        events.publish_many(run.id, opening)
 
     def delta(self, raw: str) -> None:
         self._send(self.filter.feed(raw))
@@ -265,23 +277,23 @@ class _MessageWriter:
         if not text:
             return
         self.text += text
-        events.publish(
-            self.run.id,
-            "thread.message.delta",
-            {
-                "id": self.message.id,
-                "object": "thread.message.delta",
-                "delta": {
-                    "content": [
-                        {
-                            "index": 0,
-                            "type": "text",
-                            "text": {"value": text, "annotations": []},
-                        }
-                    ]
-                },
+        events.publish(self.run.id, "thread.message.delta", self._delta(text))
+
+    def _delta(self, text: str) -> dict[str, Any]:
+        assert self.message is not None
+        return {
+            "id": self.message.id,
+            "object": "thread.message.delta",
+            "delta": {
+                "content": [
+                    {
+                        "index": 0,
+                        "type": "text",
+                        "text": {"value": text, "annotations": []},
+                    }
+                ]
             },
-        )
+        }
 
     def close(
         self,
@@ -486,8 +498,7 @@ def _stream_once(
         if chunk.content:
             out.text += chunk.content
             if live_text:
-                writer.open()
-                writer.delta(chunk.content)
+                writer.feed(chunk.content)
         for delta in chunk.tool_calls:
             out.add_call_delta(delta)
             inputs.update(delta.index, out.calls)
@@ -670,9 +681,10 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
     if outcome.calls:
         runaway.check_tool_round(turn=writer.turn)
         if outcome.text.strip():
-            writer.open()
-            if not live_text:
-                writer.delta(outcome.text)
+            if live_text:
+                writer.open()
+            else:
+                writer.feed(outcome.text)
             writer.close(outcome.text, usage=_usage_dict(0, 0, None))
         calls = [outcome.calls[i] for i in sorted(outcome.calls)]
         step = write_tool_step(
@@ -697,9 +709,10 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
             )
         _require_action(run, step, usage=total_usage)
         return None
-    writer.open()
-    if not live_text:
-        writer.delta(outcome.text)
+    if live_text:
+        writer.open()
+    else:
+        writer.feed(outcome.text)
     hit_limit = outcome.finish_reason == "length" and bool(run.max_completion_tokens)
     if hit_limit:
         writer.close(

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from typing import Any
 
 import httpx
+from django.db import connection
 
 from assistants.models import Message
 from core.models import LanguageModel
@@ -159,7 +160,8 @@ def message_text(content: list[dict[str, Any]]) -> str:
 
 def ensure_counted(model: LanguageModel, messages: list[Message]) -> None:
     """Fill ``token_count`` for messages counted for another model or not
-    at all, and store it (one UPDATE per newly counted message)."""
+    at all, and store the new counts (one UPDATE for all of them)."""
+    counted: list[Message] = []
     for message in messages:
         if message.token_count is not None and message.token_model == model.id:
             continue
@@ -167,8 +169,19 @@ def ensure_counted(model: LanguageModel, messages: list[Message]) -> None:
             MESSAGE_OVERHEAD
         )
         message.token_model = model.id
-        Message.objects.filter(pk=message.pk).update(
-            token_count=message.token_count, token_model=model.id
+        counted.append(message)
+    if not counted:
+        return
+    rows = ", ".join(["(%s, %s)"] * len(counted))
+    params: list[Any] = [model.id]
+    for message in counted:
+        params += [message.pk, message.token_count]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{Message._meta.db_table}" AS m '
+            "SET token_count = v.token_count::integer, token_model = %s "
+            f"FROM (VALUES {rows}) AS v(id, token_count) WHERE m.id = v.id",
+            params,
         )
 
 
