@@ -62,7 +62,11 @@ from bench.api_bench import (  # noqa: E402  (needs the project root on sys.path
     versions,
 )
 from bench.runs_bench import Child, Children, start_engine  # noqa: E402
-from core.stack.commands import web_command, worker_command  # noqa: E402
+from core.stack.commands import (  # noqa: E402
+    web_command,
+    worker_command,
+    worker_env,
+)
 from core.stack.proc import free_port  # noqa: E402
 
 SETTINGS_MODULE = "config.settings.local"
@@ -114,7 +118,7 @@ def start_webs(children: Children, data_dir: Path, count: int) -> list[Child]:
 
 
 def start_workers(
-    children: Children, data_dir: Path, count: int, concurrency: int
+    children: Children, data_dir: Path, count: int, concurrency: int, pool: str
 ) -> list[Child]:
     workers = []
     for i in range(count):
@@ -125,7 +129,10 @@ def start_workers(
                     concurrency=concurrency,
                     hostname=f"load-bench-{os.getpid()}-{i + 1}@%h",
                 ),
-                django_env(SETTINGS_MODULE),
+                {
+                    **django_env(SETTINGS_MODULE),
+                    **worker_env(pool=pool, concurrency=concurrency),
+                },
                 data_dir / f"load-bench-worker-{i + 1}.log",
             )
         )
@@ -447,7 +454,8 @@ def report(
     print()
     print(
         f"{args.run_users} streaming-run users + {args.crud_users} CRUD users, "
-        f"{args.webs} web processes, {args.workers} workers x {args.concurrency}, "
+        f"{args.webs} web processes, {args.workers} workers x {args.concurrency} "
+        f"({args.pool}), "
         f"{args.duration:.0f} s after {args.warmup:.0f} s warm-up "
         f"(load {load[0]:.2f} at the end, {os.cpu_count()} cores)"
     )
@@ -535,11 +543,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=int(os.environ.get("WORKER_CONCURRENCY", "2")),
-        help="processes per worker (WORKER_CONCURRENCY, as make run)",
+        default=0,
+        help="runs at once per worker (threads, as make run's runs worker); "
+        "default: the run users spread over the workers",
+    )
+    parser.add_argument(
+        "--pool",
+        choices=["threads", "prefork"],
+        default="threads",
+        help="the workers' Celery pool (default threads, as make run)",
     )
     parser.add_argument("--seed", type=int, default=1)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.concurrency <= 0:
+        args.concurrency = max(1, -(-args.run_users // args.workers))
+    return args
 
 
 def main(argv: list[str]) -> int:
@@ -554,7 +572,9 @@ def main(argv: list[str]) -> int:
         _engine, engine_port = start_engine(children, data_dir)
         raw_key = setup_tenant(engine_port)
         webs = start_webs(children, data_dir, args.webs)
-        workers = start_workers(children, data_dir, args.workers, args.concurrency)
+        workers = start_workers(
+            children, data_dir, args.workers, args.concurrency, args.pool
+        )
         processes = {c.name: c.pid for c in webs + workers}
         warm_rss: dict[str, int] = {}
 

@@ -267,6 +267,9 @@ class _MessageWriter:
         if text:
             self.text += text
             opening.append(("thread.message.delta", self._delta(text)))
+        # The rest of the answer needs no database until it ends: a threads
+        # worker's connection goes back to the pool meanwhile.
+        release_connection()
         events.publish_many(run.id, opening)
 
     def delta(self, raw: str) -> None:
