@@ -234,28 +234,21 @@ def run(stack: Stack) -> int:
     # Runs (and summaries, the reaper) on threads: a run waits on the engine
     # most of its time, so one process holds many. Ingestion (parsing and
     # embeddings, CPU-bound) in processes of its own, as in deploy/.
-    runs = stack.env.get("WORKER_CONCURRENCY", "16")
-    stack.spawn(
-        "runs worker",
-        worker_command(
-            concurrency=runs,
-            hostname=f"runs-{os.getpid()}@%h",
-            loglevel=stack.env.get("LOG_LEVEL", "INFO").upper(),
-            queues=["runs", "celery"],
-        ),
-        env=worker_env(pool="threads", concurrency=runs),
-    )
-    ingestion = stack.env.get("INGESTION_CONCURRENCY", "1")
-    stack.spawn(
-        "ingestion worker",
-        worker_command(
-            concurrency=ingestion,
-            hostname=f"ingestion-{os.getpid()}@%h",
-            loglevel=stack.env.get("LOG_LEVEL", "INFO").upper(),
-            queues=["ingestion"],
-        ),
-        env=worker_env(pool="prefork", concurrency=ingestion),
-    )
+    for role, queues, pool, variable, default in (
+        ("runs", ["runs", "celery"], "threads", "WORKER_CONCURRENCY", "16"),
+        ("ingestion", ["ingestion"], "prefork", "INGESTION_CONCURRENCY", "1"),
+    ):
+        count = stack.env.get(variable, default)
+        stack.spawn(
+            f"{role} worker",
+            worker_command(
+                concurrency=count,
+                hostname=f"{role}-{os.getpid()}@%h",
+                loglevel=stack.env.get("LOG_LEVEL", "INFO").upper(),
+                queues=queues,
+            ),
+            env=worker_env(pool=pool, concurrency=count),
+        )
     log(f"API at http://{host}:{port}/v1  (docs: http://{host}:{port}/docs/)")
     return stack.wait_any()
 
