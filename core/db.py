@@ -105,29 +105,57 @@ def update_sql(
     return f"UPDATE {_quote(meta.db_table)} SET {', '.join(sets)} WHERE {where}", params
 
 
+# Prefixed to a write whose loss in a PostgreSQL crash costs nothing but a
+# retry: its commit does not wait for the WAL to reach the disk (0.35 ms at
+# the median here, 4 ms at the 95th percentile). A later durable commit on
+# the same server flushes it too, so it is lost only if PostgreSQL itself
+# crashes within the WAL writer's delay (about 0.2-0.6 s) of it. The two
+# statements form one implicit transaction, so SET LOCAL covers the write.
+_NOT_DURABLE = "SET LOCAL synchronous_commit = off; "
+
+
+def execute(
+    sql: str, params: Sequence[Any], *, durable: bool = True, using: str = "default"
+) -> Any:
+    """Run one statement on a new cursor, returned positioned on its result
+    (close it after use). ``durable=False``: see ``_NOT_DURABLE``."""
+    cursor = connections[using].cursor()
+    if durable:
+        cursor.execute(sql, params)
+    else:
+        cursor.execute(_NOT_DURABLE + sql, params)
+        cursor.nextset()  # past SET's result, to the write's
+    return cursor
+
+
 def write_together(
-    first: Sequence[Statement], last: Statement, *, using: str = "default"
+    first: Sequence[Statement],
+    last: Statement,
+    *,
+    durable: bool = True,
+    using: str = "default",
 ) -> int:
     """Run ``first`` and ``last`` as one statement (``first`` as WITH parts);
     all or none of them take effect. Returns ``last``'s row count, as
     ``QuerySet.update`` does, so a compare-and-swap in ``last`` still tells
-    whether it matched."""
+    whether it matched. ``durable=False`` for writes a retry recovers (see
+    ``_NOT_DURABLE``)."""
     sql = last[0]
     if first:
         parts = ", ".join(f"w{i} AS ({part})" for i, (part, _) in enumerate(first))
         sql = f"WITH {parts} {sql}"
     params: list[Any] = [p for _, ps in (*first, last) for p in ps]
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, params)
+    with execute(sql, params, durable=durable, using=using) as cursor:
         return int(cursor.rowcount)
 
 
-def insert_together(*objs: Model, using: str = "default") -> None:
-    """INSERT ``objs`` in one statement, in order. (Foreign keys are checked
-    at commit: Django makes them deferrable, so a row may point at another
-    of the same statement.)"""
+def insert_together(*objs: Model, durable: bool = True, using: str = "default") -> None:
+    """INSERT ``objs`` in one statement. PostgreSQL runs its parts in no set
+    order, so values drawn from a sequence (``seq``) do not follow the
+    argument order. (Foreign keys are checked at commit: Django makes them
+    deferrable, so a row may point at another of the same statement.)"""
     statements = [insert_sql(obj, using=using) for obj in objs]
-    write_together(statements[:-1], statements[-1], using=using)
+    write_together(statements[:-1], statements[-1], durable=durable, using=using)
     for obj in objs:
         obj._state.adding = False
         obj._state.db = using

@@ -85,7 +85,10 @@ class _CancelWatch:
 
     def __init__(self, run_id: str, deadline: float | None = None) -> None:
         self.run_id = run_id
-        self.checked_at = 0.0
+        # The first look is one interval in, not at the first token: the run
+        # was claimed just now (a cancel before that made the claim fail),
+        # and a Redis round trip before the first delta is latency.
+        self.checked_at = time.monotonic()
         self.cancelled = False
         # RUN_MAX_SECONDS (runaway.deadline): past it the run stops like a
         # cancel, and run_execute ends it failed.
@@ -232,8 +235,10 @@ class _MessageWriter:
             metadata=self.step_metadata,
         )
         # Both rows in one statement: one round trip where the ORM's
-        # transaction took four, on the way to the first token.
-        insert_together(message, step)
+        # transaction took four, on the way to the first token. Not durable
+        # (core.db): the step's end is, and a run whose rows a PostgreSQL
+        # crash lost is retried by the reaper, which makes them again.
+        insert_together(message, step, durable=False)
         self._opened(step, message, first)
 
     def _new_message(self) -> Message:

@@ -12,11 +12,18 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
 from assistants.models import Run, RunStatus
-from core.db import Sql, Statement, columns, from_row, update_sql, write_together
+from core.db import (
+    Sql,
+    Statement,
+    columns,
+    execute,
+    from_row,
+    update_sql,
+    write_together,
+)
 from core.observability import metrics
 
 S = RunStatus
@@ -91,8 +98,9 @@ def claim(run_id: str, *, worker: str) -> Run | None:
         now=now,
         fields={"worker": worker, "heartbeat_at": now, "attempts": Sql("{col} + 1")},
     )
-    with connection.cursor() as cursor:
-        cursor.execute(f"{sql} RETURNING {columns(Run)}", params)
+    # Not durable: a claim lost in a PostgreSQL crash leaves the run queued,
+    # and the reaper sends its wake-up again.
+    with execute(f"{sql} RETURNING {columns(Run)}", params, durable=False) as cursor:
         row = cursor.fetchone()
     metrics.run_transition(run_id, S.IN_PROGRESS, moved=row is not None)
     if row is None:

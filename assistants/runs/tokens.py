@@ -24,9 +24,9 @@ from collections import OrderedDict
 from typing import Any
 
 import httpx
-from django.db import connection
 
 from assistants.models import Message
+from core.db import write_together
 from core.models import LanguageModel
 
 logger = logging.getLogger(__name__)
@@ -176,13 +176,17 @@ def ensure_counted(model: LanguageModel, messages: list[Message]) -> None:
     params: list[Any] = [model.id]
     for message in counted:
         params += [message.pk, message.token_count]
-    with connection.cursor() as cursor:
-        cursor.execute(
+    # A cache: not durable (core.db), recounted if a crash loses it.
+    write_together(
+        [],
+        (
             f'UPDATE "{Message._meta.db_table}" AS m '
             "SET token_count = v.token_count::integer, token_model = %s "
             f"FROM (VALUES {rows}) AS v(id, token_count) WHERE m.id = v.id",
             params,
-        )
+        ),
+        durable=False,
+    )
 
 
 def size(message: Message, model: LanguageModel) -> int:
