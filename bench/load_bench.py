@@ -10,7 +10,10 @@ local llama.cpp engine is not started)::
 It starts the scripted engine (``tests/fake_engine.py``, answering at once),
 ``--webs`` uvicorn processes and ``--workers`` Celery workers exactly as
 ``make run`` starts them, creates a fresh tenant, and then, for
-``--warmup`` + ``--duration`` seconds, drives them from one asyncio process:
+``--warmup`` + ``--duration`` seconds, drives them from two asyncio
+processes (the run users in one; the CRUD users and the engine baseline in
+the other, so that their latencies do not include the time the first spends
+parsing 200 event streams):
 
 - ``--run-users`` (200) concurrent users, each looping: create a streamed run
   on its own thread (``POST /v1/threads/{id}/runs``, ``stream: true``) and
@@ -35,12 +38,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -314,6 +318,54 @@ async def engine_user(engine_url: str, stats: Stats, stop: asyncio.Event) -> Non
             await asyncio.sleep(0.2)
 
 
+def _probe_process(
+    args: argparse.Namespace,
+    urls: list[str],
+    engine_url: str,
+    headers: dict[str, str],
+    threads: list[str],
+    assistant: str,
+    results: Any,
+) -> None:
+    """The CRUD users and the engine baseline, in a process of their own: in
+    the run users' event loop, their latencies would include the time the
+    loop spends parsing 200 event streams, not only the server's."""
+
+    async def probe() -> Stats:
+        stats = Stats()
+        stop = asyncio.Event()
+        limits = httpx.Limits(max_connections=args.crud_users + 8)
+        clients = [
+            httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits)
+            for url in urls
+        ]
+        try:
+            tasks = [
+                asyncio.create_task(
+                    crud_user(
+                        clients[i % len(clients)], threads[i], assistant, stats, stop
+                    )
+                )
+                for i in range(args.crud_users)
+            ]
+            tasks.append(asyncio.create_task(engine_user(engine_url, stats, stop)))
+            await asyncio.sleep(args.warmup)
+            stats.measuring = True
+            await asyncio.sleep(args.duration)
+            stats.measuring = False
+            stop.set()
+            await asyncio.wait(tasks, timeout=60)
+            for task in tasks:
+                task.cancel()
+        finally:
+            for client in clients:
+                await client.aclose()
+        return stats
+
+    results.send(asdict(asyncio.run(probe())))
+    results.close()
+
+
 async def drive(
     args: argparse.Namespace,
     urls: list[str],
@@ -326,8 +378,8 @@ async def drive(
         "OpenAI-Beta": "assistants=v2",
     }
     limits = httpx.Limits(
-        max_connections=args.run_users + args.crud_users + 16,
-        max_keepalive_connections=args.run_users + args.crud_users + 16,
+        max_connections=args.run_users + 16,
+        max_keepalive_connections=args.run_users + 16,
     )
     clients = [
         httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits)
@@ -345,25 +397,29 @@ async def drive(
         for _ in range(args.run_users + args.crud_users):
             body = {"messages": [{"role": "user", "content": "hello"}]}
             threads.append((await setup.post("/v1/threads", json=body)).json()["id"])
+        context = multiprocessing.get_context("spawn")
+        receive, send = context.Pipe(duplex=False)
+        prober = context.Process(
+            target=_probe_process,
+            args=(
+                args,
+                urls,
+                engine_url,
+                headers,
+                threads[args.run_users :],
+                assistant,
+                send,
+            ),
+            name="load-bench-probes",
+        )
+        prober.start()
+        send.close()
         tasks = [
             asyncio.create_task(
                 run_user(clients[i % len(clients)], threads[i], assistant, stats, stop)
             )
             for i in range(args.run_users)
         ]
-        tasks += [
-            asyncio.create_task(
-                crud_user(
-                    clients[i % len(clients)],
-                    threads[args.run_users + i],
-                    assistant,
-                    stats,
-                    stop,
-                )
-            )
-            for i in range(args.crud_users)
-        ]
-        tasks.append(asyncio.create_task(engine_user(engine_url, stats, stop)))
         log(f"warming up for {args.warmup:.0f} s")
         await asyncio.sleep(args.warmup)
         on_warm()
@@ -376,6 +432,14 @@ async def drive(
         await asyncio.wait(tasks, timeout=60)
         for task in tasks:
             task.cancel()
+        probed = await asyncio.to_thread(receive.recv)
+        await asyncio.to_thread(prober.join, 60)
+        stats.requests += probed["requests"]
+        stats.errors += probed["errors"]
+        for kind, n in probed["error_kinds"].items():
+            stats.error_kinds[kind] = stats.error_kinds.get(kind, 0) + n
+        stats.crud_ms = probed["crud_ms"]
+        stats.engine_ms = probed["engine_ms"]
     finally:
         for client in clients:
             await client.aclose()
