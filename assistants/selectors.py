@@ -11,7 +11,7 @@ from assistants.models import (
     RunStep,
     Thread,
 )
-from core.db import columns, from_row
+from core.db import Statement, columns, from_row
 from core.errors import NotFoundError
 from core.models import Project
 from core.selectors import get_or_404
@@ -88,6 +88,15 @@ def thread_lock_scoped(*, project: Project, thread_id: str) -> Thread:
     )
     thread.project = project  # the caller's: no lazy load later
     return thread
+
+
+def thread_row_sql(*, project: Project, thread_id: str) -> Statement:
+    """The SELECT of the project's thread ``thread_id`` (its id alone), for
+    a write that locks it in the same statement (``core.db.insert_under_lock``)."""
+    return (
+        f'SELECT id FROM "{Thread._meta.db_table}" WHERE id = %s AND project_id = %s',
+        [thread_id, project.id],
+    )
 
 
 def thread_lock_and_assistant(

@@ -149,6 +149,25 @@ def write_together(
         return int(cursor.rowcount)
 
 
+def insert_under_lock(obj: Model, lock: Statement, *, using: str = "default") -> bool:
+    """INSERT ``obj`` only if ``lock`` (a SELECT of one row) finds its row,
+    holding that row's lock (``FOR UPDATE``) for the statement: one round
+    trip and one implicit transaction where BEGIN, SELECT … FOR UPDATE,
+    INSERT and COMMIT took four. False when the row was not found (nothing
+    inserted)."""
+    sql, params = insert_sql(obj, using=using)
+    head, _, values = sql.partition(" VALUES ")
+    with execute(
+        f"WITH lock AS ({lock[0]} FOR UPDATE) {head} SELECT {values[1:-1]} FROM lock",
+        [*lock[1], *params],
+        using=using,
+    ) as cursor:
+        inserted = int(cursor.rowcount) == 1
+    if inserted:
+        _inserted(obj, using)
+    return inserted
+
+
 def insert_together(*objs: Model, durable: bool = True, using: str = "default") -> None:
     """INSERT ``objs`` in one statement. PostgreSQL runs its parts in no set
     order, so values drawn from a sequence (``seq``) do not follow the
@@ -157,13 +176,17 @@ def insert_together(*objs: Model, durable: bool = True, using: str = "default") 
     statements = [insert_sql(obj, using=using) for obj in objs]
     write_together(statements[:-1], statements[-1], durable=durable, using=using)
     for obj in objs:
-        obj._state.adding = False
-        obj._state.db = using
-        # Values the database chose are not known here: deferred, so that
-        # reading one loads it and a later save() does not overwrite it.
-        for field in obj._meta.concrete_fields:
-            if isinstance(obj.__dict__.get(field.attname), DatabaseDefault):
-                del obj.__dict__[field.attname]
+        _inserted(obj, using)
+
+
+def _inserted(obj: Model, using: str) -> None:
+    obj._state.adding = False
+    obj._state.db = using
+    # Values the database chose are not known here: deferred, so that
+    # reading one loads it and a later save() does not overwrite it.
+    for field in obj._meta.concrete_fields:
+        if isinstance(obj.__dict__.get(field.attname), DatabaseDefault):
+            del obj.__dict__[field.attname]
 
 
 def columns(model: type[Model], alias: str = "") -> str:

@@ -12,6 +12,7 @@ from core.db import (
     execute,
     insert_sql,
     insert_together,
+    insert_under_lock,
     update_sql,
     write_together,
 )
@@ -79,3 +80,19 @@ def test_a_non_durable_write_changes_only_its_own_commit() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone() == ("on",)
+
+
+def test_insert_under_lock_inserts_only_when_the_row_is_found(
+    tenant: Tenant,
+) -> None:
+    thread = Thread.objects.create(project=tenant.project)
+    lock = (
+        f'SELECT id FROM "{Thread._meta.db_table}" WHERE id = %s',
+        [thread.pk],
+    )
+    found = _message(thread, "under the lock")
+    assert insert_under_lock(found, lock)
+    assert Message.objects.filter(pk=found.pk).exists()
+    missing = _message(thread, "no row to lock")
+    assert not insert_under_lock(missing, (lock[0], ["thread_missing"]))
+    assert not Message.objects.filter(pk=missing.pk).exists()

@@ -32,6 +32,7 @@ from assistants.selectors import (
     active_run_of,
     assistant_get,
     thread_lock_and_assistant,
+    thread_row_sql,
 )
 from assistants.services.message import (
     MessageCreateInput,
@@ -39,7 +40,7 @@ from assistants.services.message import (
     thread_attachments_index,
 )
 from assistants.services.thread import ThreadCreateInput, thread_create
-from core.db import insert_together
+from core.db import insert_together, insert_under_lock
 from core.errors import InvalidRequestError, NotFoundError
 from core.models import Project
 from core.selectors import language_model_require
@@ -152,7 +153,7 @@ def _tool_choice_to_wire(choice: Any, tools: list[dict[str, Any]]) -> Any:
 def _build_run(
     *,
     project: Project,
-    thread: Thread,
+    thread_id: str,
     assistant: Assistant,
     data: RunOptions,
     additional_instructions: str | None = None,
@@ -177,7 +178,7 @@ def _build_run(
     )
     return Run(
         project=project,
-        thread=thread,
+        thread_id=thread_id,
         assistant_id=assistant.id,
         model=model,
         instructions=instructions,
@@ -259,29 +260,60 @@ def run_create(
     that already has an active run, InsufficientQuotaError when the
     project's token budget is spent. Nothing is written when it raises.
     """
-
     quota_require(project_id=project.id)
+    if data.additional_messages:
+        return _run_create_with_messages(
+            project=project, thread_id=thread_id, data=data, request_id=request_id
+        )
+    assistant = _assistant_for(project=project, assistant_id=data.assistant_id)
+    run = _build_run(
+        project=project,
+        thread_id=thread_id,
+        assistant=assistant,
+        data=data,
+        additional_instructions=data.additional_instructions,
+        request_id=request_id,
+    )
+    run.heartbeat_at = timezone.now()  # when it was last enqueued
+    # The thread's row lock (what message creates take) and the INSERT in
+    # one statement: the partial unique index decides the race with another
+    # run, the lock the one with a message.
+    with _one_active_run(thread_id):
+        found = insert_under_lock(
+            run, thread_row_sql(project=project, thread_id=thread_id)
+        )
+    if not found:
+        raise NotFoundError.for_object("thread", thread_id)
+    _announce_and_enqueue(run)
+    return run
+
+
+def _run_create_with_messages(
+    *, project: Project, thread_id: str, data: RunCreateInput, request_id: str
+) -> Run:
+    """``run_create`` with ``additional_messages``: the thread locked, the
+    messages and the run written in one transaction."""
+    assert data.additional_messages
     with _one_active_run(thread_id), transaction.atomic():
         locked, assistant = thread_lock_and_assistant(
             project=project, thread_id=thread_id, assistant_id=data.assistant_id
         )
         run = _build_run(
             project=project,
-            thread=locked,
+            thread_id=locked.id,
             assistant=assistant,
             data=data,
             additional_instructions=data.additional_instructions,
             request_id=request_id,
         )
-        if data.additional_messages:
-            messages = messages_build(
-                project=project,
-                thread=locked,
-                inputs=data.additional_messages,
-                param="additional_messages",
-            )
-            Message.objects.bulk_create(messages)
-            thread_attachments_index(thread=locked, messages=messages)
+        messages = messages_build(
+            project=project,
+            thread=locked,
+            inputs=data.additional_messages,
+            param="additional_messages",
+        )
+        Message.objects.bulk_create(messages)
+        thread_attachments_index(thread=locked, messages=messages)
         run.heartbeat_at = timezone.now()  # when it was last enqueued
         _insert_run(run)
         _announce_and_enqueue(run)
@@ -304,11 +336,12 @@ def thread_and_run_create(
         thread = thread_create(project=project, data=thread_input)
         run = _build_run(
             project=project,
-            thread=thread,
+            thread_id=thread.id,
             assistant=assistant,
             data=data,
             request_id=request_id,
         )
+        run.thread = thread  # the view answers with it (thread.created)
         run.heartbeat_at = timezone.now()
         _insert_run(run)
         _announce_and_enqueue(run)
