@@ -293,11 +293,13 @@ def test_every_run_of_a_thread_goes_to_one_engine_replica_whichever_worker_runs_
     cluster: Cluster,
     web_a: Proc,
     web_b: Proc,
-    workers: list[Proc],
     tenant: Tenant,
     registered_engine: FakeEngine,
     django_db_blocker: Any,
 ) -> None:
+    """A thread's runs keep their engine replica across workers: the first
+    turn runs on one worker, the later turns on another one started in its
+    place (which worker takes a run is otherwise up to the broker)."""
     from core.services.models import language_model_register
 
     urls = [registered_engine.url, registered_engine.replica_url]
@@ -310,42 +312,51 @@ def test_every_run_of_a_thread_goes_to_one_engine_replica_whichever_worker_runs_
         registered_engine.replica_url: registered_engine.replica_port,
     }
     runs_per_thread = 3
-    with _api(web_a, tenant) as a, _api(web_b, tenant) as b:
-        assistant = _assistant(a, REPLICATED_MODEL)
-        # At least four threads, and some on each replica.
-        threads: list[str] = []
-        while len(threads) < 4 or len(
-            {replica_order(REPLICATED_MODEL, urls, t)[0] for t in threads}
-        ) < len(urls):
-            threads.append(_thread(a))
-        request_ids: dict[str, tuple[str, str]] = {}  # request id → thread, run
-        for turn in range(runs_per_thread):
-            for i, thread in enumerate(threads):
-                http = a if (i + turn) % 2 == 0 else b  # either web process
-                request_id = str(uuid.uuid4())
-                run = _create_run(http, thread, assistant, request_id)
-                request_ids[request_id] = (thread, run["id"])
-            for thread, run_id in list(request_ids.values()):
-                final = _wait(a, thread, run_id, {"completed", "failed"})
-                assert final["status"] == "completed"
-    ports: dict[str, set[int]] = defaultdict(set)
+    request_ids: dict[str, tuple[str, str]] = {}  # request id → thread, run
     workers_of: dict[str, set[int]] = defaultdict(set)
+    try:
+        worker = cluster.worker("replica-first", pool="threads")
+        with _api(web_a, tenant) as a, _api(web_b, tenant) as b:
+            assistant = _assistant(a, REPLICATED_MODEL)
+            # At least four threads, and some on each replica.
+            threads: list[str] = []
+            while len(threads) < 4 or len(
+                {replica_order(REPLICATED_MODEL, urls, t)[0] for t in threads}
+            ) < len(urls):
+                threads.append(_thread(a))
+            for turn in range(runs_per_thread):
+                if turn == 1:  # the later turns on another worker
+                    replaced = worker
+                    worker = cluster.worker("replica-second", pool="threads")
+                    replaced.kill()
+                    cluster.procs.remove(replaced)
+                made = []
+                for i, thread in enumerate(threads):
+                    http = a if (i + turn) % 2 == 0 else b  # either web process
+                    request_id = str(uuid.uuid4())
+                    run = _create_run(http, thread, assistant, request_id)
+                    request_ids[request_id] = (thread, run["id"])
+                    made.append((thread, run["id"]))
+                for thread, run_id in made:
+                    final = _wait(a, thread, run_id, {"completed", "failed"})
+                    assert final["status"] == "completed"
+                    workers_of[thread].add(_worker_of(run_id, django_db_blocker))
+    finally:
+        _stop_workers(cluster)
+    ports: dict[str, set[int]] = defaultdict(set)
     for request in registered_engine.requests():
         request_id = request["headers"].get("x-request-id")
         if request_id in request_ids:
-            thread, run_id = request_ids[request_id]
+            thread, _run_id = request_ids[request_id]
             ports[thread].add(request["port"])
-            workers_of[thread].add(
-                _owner(cluster, _worker_of(run_id, django_db_blocker)).popen.pid
-            )
     assert set(ports) == set(threads)
     for thread in threads:
         expected = port_of_url[replica_order(REPLICATED_MODEL, urls, thread)[0]]
         assert ports[thread] == {expected}, thread
-    # Both replicas served some thread, and the same thread was run by more
-    # than one worker: the routing does not depend on the worker.
+    # Both replicas served some thread, and every thread was run by both
+    # workers: the routing does not depend on the worker.
     assert {p for s in ports.values() for p in s} == set(port_of_url.values())
-    assert any(len(w) > 1 for w in workers_of.values()), dict(workers_of)
+    assert all(len(w) == 2 for w in workers_of.values()), dict(workers_of)
 
 
 def test_one_threads_worker_holds_several_runs_at_once(
