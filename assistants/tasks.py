@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 @shared_task(
     name="runs.execute",
-    queue="runs",
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,  # the outcome is the run row, not a task result
@@ -84,7 +83,6 @@ def run_wake(run_id: str, *, announce: list[tuple[str, Any]] | None = None) -> b
 
 @shared_task(
     name="threads.summarize",
-    queue="celery",
     ignore_result=True,
     # Summaries are an optimisation: a failure is logged, never retried in a
     # loop, and the next due run asks again.
@@ -98,7 +96,7 @@ def thread_summarize_task(thread_id: str, model_id: str, budget: int) -> None:
         logger.warning("summarizing thread %s failed: %s", thread_id, exc.message)
 
 
-@shared_task(name="runs.reap", queue="runs", ignore_result=True, time_limit=120)
+@shared_task(name="runs.reap", ignore_result=True, time_limit=120)
 def runs_reap_task() -> dict[str, int]:
     return vars(runs_reap())
 

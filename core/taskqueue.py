@@ -15,8 +15,8 @@ the queue's list). ``tests/test_taskqueue.py`` checks that envelope against
 one kombu itself published, and that a worker runs the task.
 
 Only for a ``redis://`` broker on the same server and database as
-REDIS_URL (the default) with no task routes configured; otherwise, and
-with ``direct=False``, ``apply_async`` sends it.
+REDIS_URL (the default); otherwise ``apply_async`` sends it. The queue is
+the one Celery's router picks (``CELERY_TASK_ROUTES``).
 """
 
 from __future__ import annotations
@@ -41,9 +41,16 @@ def _direct_possible(broker_url: str, redis_url: str) -> bool:
     return (
         broker_url == redis_url
         and broker_url.split("://", 1)[0] in ("redis", "rediss")
-        and not app.conf.task_routes
         and not (app.conf.broker_transport_options or {}).get("global_keyprefix")
     )
+
+
+@cache
+def _queue_of(name: str) -> str:
+    """The queue Celery's router sends task ``name`` to (task_routes)."""
+    routed = current_app.amqp.router.route({}, name, (), {})
+    queue = routed.get("queue")
+    return str(getattr(queue, "name", queue) or current_app.conf.task_default_queue)
 
 
 def direct_possible() -> bool:
@@ -52,11 +59,13 @@ def direct_possible() -> bool:
     return _direct_possible(str(current_app.conf.broker_url), settings.REDIS_URL)
 
 
-def message(task: Task, args: tuple[Any, ...]) -> tuple[str, bytes]:
+def message(
+    task: Task, args: tuple[Any, ...], *, queue: str | None = None
+) -> tuple[str, bytes]:
     """The Redis list and the JSON envelope of ``task(*args)``, as kombu's
-    Redis transport would LPUSH them."""
+    Redis transport would LPUSH them (to ``queue``, else the routed one)."""
     app = current_app
-    queue = str(task.queue or app.conf.task_default_queue)
+    queue = queue or _queue_of(task.name)
     task_id = str(uuid.uuid4())
     made = app.amqp.as_task_v2(
         task_id,
@@ -97,10 +106,16 @@ def message(task: Task, args: tuple[Any, ...]) -> tuple[str, bytes]:
     return queue, orjson.dumps(envelope)
 
 
-def push(pipe: redis.client.Pipeline, task: Task, args: tuple[Any, ...]) -> None:
+def push(
+    pipe: redis.client.Pipeline,
+    task: Task,
+    args: tuple[Any, ...],
+    *,
+    queue: str | None = None,
+) -> None:
     """Add ``task(*args)``'s message to ``pipe`` (on REDIS_URL's server;
     check ``direct_possible`` first). Sent when the pipeline executes."""
-    queue, body = message(task, args)
+    queue, body = message(task, args, queue=queue)
     pipe.lpush(queue, body)
 
 

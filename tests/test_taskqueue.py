@@ -18,14 +18,14 @@ from core.observability import context
 
 
 def _probe_task(queue: str) -> Any:
-    """A task of its own queue, so that no running worker consumes it."""
+    """A task sent to a queue of its own, so that no running worker
+    consumes it."""
 
     def probe(value: str) -> None:
         return None
 
     return current_app.task(
         name=f"tests.probe.{queue}",
-        queue=queue,
         ignore_result=True,
         soft_time_limit=30,
         time_limit=40,
@@ -44,9 +44,9 @@ def test_message_is_the_envelope_kombu_writes() -> None:
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
         with context.bound(request="req-1"):
-            task.apply_async(("x",))
+            task.apply_async(("x",), queue=queue)
             pipe = client.pipeline(transaction=False)
-            taskqueue.push(pipe, task, ("x",))
+            taskqueue.push(pipe, task, ("x",), queue=queue)
             pipe.execute()
         # LPUSH: the newest is first.
         ours, theirs = (_decoded(raw) for raw in client.lrange(queue, 0, -1))
@@ -65,6 +65,15 @@ def test_message_is_the_envelope_kombu_writes() -> None:
     for name in ("delivery_info", "delivery_mode", "priority", "body_encoding"):
         assert ours["properties"][name] == theirs["properties"][name], name
     assert ours["properties"]["correlation_id"] == ours["headers"]["id"]
+
+
+def test_the_queue_is_the_routed_one() -> None:
+    from assistants.tasks import run_execute_task, thread_summarize_task
+    from tools.tasks import vector_store_files_ingest_task
+
+    assert taskqueue.message(run_execute_task, ("run_x",))[0] == "runs"
+    assert taskqueue.message(vector_store_files_ingest_task, ())[0] == "ingestion"
+    assert taskqueue.message(thread_summarize_task, ())[0] == "celery"
 
 
 def test_direct_only_for_the_events_redis() -> None:

@@ -37,7 +37,6 @@ def _pending(vsf_ids: list[str]) -> list[str]:
 
 @shared_task(
     name="retrieval.ingest_files",
-    queue="ingestion",
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,

@@ -287,6 +287,14 @@ CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 # A worker started without -Q consumes every queue listed here.
 CELERY_TASK_QUEUES = [Queue("celery"), Queue("runs"), Queue("ingestion")]
 CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Which queue each task goes to (the tasks' own ``queue`` attribute is
+# deprecated in Celery 5.7 and gone in 6). Runs and the reaper on the runs
+# workers; file ingestion on its own workers; the rest (summaries, expiry
+# sweeps) on the default queue.
+CELERY_TASK_ROUTES = {
+    "runs.*": {"queue": "runs"},
+    "retrieval.ingest_files": {"queue": "ingestion"},
+}
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # json: one JSON object per line, with the request id and run id
