@@ -190,6 +190,8 @@ class QualityReport:
     ingest_seconds: float = 0.0
     ingest_chunks_per_s: float = 0.0
     raw_embed_chunks_per_s: float = 0.0
+    # Right after the ingestion, then after the searches.
+    raw_embed_runs: list[float] = field(default_factory=list)
     ingest_ratio: float = 0.0
     failed_files: int = 0
     modes: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -197,14 +199,20 @@ class QualityReport:
 
 
 def _wait_store(sdk: Any, store_id: str, timeout: float) -> Any:
+    """The store once none of its files is in progress. Polled in the
+    database, not through the API: a retrieve every 0.25 s (it counts the
+    store's files by status) cost the web process ~12 % of a core here,
+    taken from the worker being measured."""
+    from tools.models import VectorStoreFile
+
     deadline = time.monotonic() + timeout
-    while True:
-        store = sdk.vector_stores.retrieve(store_id)
-        if store.file_counts.in_progress == 0:
-            return store
+    while VectorStoreFile.objects.filter(
+        vector_store_id=store_id, status=VectorStoreFile.Status.IN_PROGRESS
+    ).exists():
         if time.monotonic() > deadline:
             raise RuntimeError(f"ingestion still running after {timeout}s")
         time.sleep(0.25)
+    return sdk.vector_stores.retrieve(store_id)
 
 
 def quality_phase(
@@ -266,14 +274,15 @@ def quality_phase(
         f"{report.failed_files} files failed)"
     )
     embed(texts[:8])  # load the model in this process first
-    started = time.monotonic()
-    embed(texts)
-    raw_seconds = time.monotonic() - started
-    report.raw_embed_chunks_per_s = len(texts) / raw_seconds
-    report.ingest_ratio = report.ingest_chunks_per_s / report.raw_embed_chunks_per_s
+
+    def raw_rate() -> float:
+        started = time.monotonic()
+        embed(texts)
+        return len(texts) / (time.monotonic() - started)
+
+    report.raw_embed_runs.append(round(raw_rate(), 2))
     print(
-        f"  raw embedding of the same chunks: {report.raw_embed_chunks_per_s:.1f} "
-        f"chunks/s; ingestion/raw = {report.ingest_ratio:.2f}"
+        f"  raw embedding of the same chunks: {report.raw_embed_runs[0]:.1f} chunks/s"
     )
 
     doc_of_file = {fid: doc for doc, fid in file_of.items()}
@@ -302,6 +311,18 @@ def quality_phase(
             "api_p95_ms": round(percentile(latencies, 95), 1),
         }
         print(f"  {mode:8s} {report.modes[mode]}")
+    # The raw rate again, a few minutes later: on a machine shared with
+    # other work the load drifts (two earlier runs here measured 7.4 and
+    # 11.2 chunks/s for the same raw embedding), and one measurement taken
+    # right after the ingestion can favour or penalise it. The ratio is
+    # against the mean of the two.
+    report.raw_embed_runs.append(round(raw_rate(), 2))
+    report.raw_embed_chunks_per_s = statistics.mean(report.raw_embed_runs)
+    report.ingest_ratio = report.ingest_chunks_per_s / report.raw_embed_chunks_per_s
+    print(
+        f"  raw embedding again: {report.raw_embed_runs[1]:.1f} chunks/s; "
+        f"ingestion/raw (mean) = {report.ingest_ratio:.2f}"
+    )
     return report
 
 

@@ -1,6 +1,7 @@
 """The vector query's plan choice (tools/file_search/search.py): exact over
 the few rows a selective store scope or filter leaves, the HNSW iterative
-scan otherwise, exact again when that scan comes back short. Whatever the
+scan otherwise (its beam as wide as the filter's selectivity asks), exact
+again when that scan comes back short. Whatever the
 plan, the rows are the exact nearest neighbours on these small stores (real
 PostgreSQL + pgvector; synthetic vectors, no model)."""
 
@@ -18,6 +19,7 @@ from tools.file_search.search import (
     CompoundFilter,
     Filter,
     VectorRanking,
+    hnsw_params,
     vector_ranking,
 )
 from tools.models import Chunk, File, VectorStore, VectorStoreFile
@@ -231,3 +233,68 @@ def test_filters_keep_their_json_semantics(stores: dict[str, str]) -> None:
     for flt, keep in cases:
         ranking = _search(stores["big"], vector, flt, limit=5)
         _assert_exact(ranking, _truth(stores["big"], vector, keep, 5))
+
+
+def test_the_beam_widens_with_the_candidates_a_filter_needs() -> None:
+    # No filter: the configured breadth (never below the rows asked for).
+    with override_settings(SEARCH_HNSW_EF_SEARCH=100):
+        assert hnsw_params(40, 100_000, 100_000).ef_search == 100
+        assert hnsw_params(150, 100_000, 100_000).ef_search == 150
+        assert hnsw_params(40, None, 100_000).ef_search == 100
+        # A filter keeping 10 %: 40 rows are about the first 400 candidates.
+        ten = hnsw_params(40, 10_000, 100_000)
+        assert ten.ef_search == 360
+        # The walk stops resuming after about what the first beam visits.
+        assert ten.max_scan_tuples == 8 * 360
+        # 0.1 %: pgvector's widest beam, then resumed batches, bounded.
+        rare = hnsw_params(40, 100, 100_000)
+        assert rare.ef_search == 1000
+        assert rare.max_scan_tuples == 20_000
+
+
+@override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
+def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_exact_rows(
+    stores: dict[str, str],
+) -> None:
+    # A range filter keeping 10 %: the exact plan would read the whole store,
+    # so the index answers, with a beam as wide as the ~400 candidates that
+    # 40 passing rows take; over 2,000 rows that beam sees nearly all of
+    # them, so the answer must be the exact one.
+    flt = ComparisonFilter(type="lt", key="bucket", value=10)
+    for seed in range(3):
+        vector = _query(seed)
+        with transaction.atomic(), connection.cursor() as cursor:
+            ranking = vector_ranking(cursor, vector, [stores["big"]], flt, 40)
+            cursor.execute("SELECT current_setting('hnsw.ef_search')::int")
+            ef = cursor.fetchone()[0]
+        assert ranking.plan == "hnsw"
+        assert ranking.estimated_rows is not None
+        assert ef > 200, ef
+        truth = _truth(stores["big"], vector, lambda a: a["bucket"] < 10, 40)
+        _assert_exact(ranking, truth)
+
+
+@override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
+def test_a_short_wide_beam_resumes_the_walk_before_going_exact(
+    stores: dict[str, str],
+) -> None:
+    # Statistics say half the rows are "odd"; then all but 40 (2 %) change.
+    # The beam sized for 50 % visits too few rows to find 40 that pass; a
+    # resumed walk finds them before an exact scan is paid for.
+    Chunk.objects.filter(vector_store_id=stores["big"]).exclude(
+        attributes__bucket__in=[1, 3]
+    ).update(attributes={"tag": "gone"})
+    flt = ComparisonFilter(type="eq", key="tag", value="odd")
+    for seed in range(3):
+        vector = _query(seed)
+        ranking = _search(stores["big"], vector, flt, limit=40)
+        assert ranking.plan == "hnsw+resume"
+        truth = _truth(stores["big"], vector, lambda a: a.get("tag") == "odd", 40)
+        assert len(ranking.rows) == 40
+        assert {r[0] for r in ranking.rows} <= {
+            c.id
+            for c in Chunk.objects.filter(
+                vector_store_id=stores["big"], attributes__tag="odd"
+            )
+        }
+        _assert_exact(VectorRanking(ranking.rows[:10], ranking.plan, None), truth[:10])

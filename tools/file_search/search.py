@@ -13,9 +13,14 @@ the planner's estimate of the rows the store scope and filters leave
 - **hnsw**: more rows: the HNSW index with pgvector 0.8's iterative scan,
   which keeps pulling candidates until enough rows pass the filter (without
   it, an HNSW scan returns at most ``ef_search`` rows *before* filtering: a
-  1 % filter leaves almost nothing). A scan that still comes back short
-  (the estimate was far too high, or ``hnsw.max_scan_tuples`` ran out) is
-  answered again exactly, so a selective filter never loses rows.
+  1 % filter leaves almost nothing). Its breadth follows the estimate
+  (``hnsw_params``): a filter keeping 10 % needs about ten times the
+  candidates, so one beam that wide is searched and what it visited is
+  returned in distance order, rather than resuming a narrow walk batch
+  after batch (2-3 times slower at the same recall). A scan that still
+  comes back short (the estimate was far too high, or
+  ``hnsw.max_scan_tuples`` ran out) is answered again exactly, so a
+  selective filter never loses rows.
 
 A store is a filter too: a store holding 1 % of the table is searched
 exactly, not through a graph built over everyone's chunks.
@@ -160,14 +165,15 @@ class Hit:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
-Plan = Literal["exact", "hnsw", "hnsw+exact"]
+Plan = Literal["exact", "hnsw", "hnsw+resume", "hnsw+exact"]
 
 
 @dataclass
 class VectorRanking:
     """A vector query's rows (chunk id, cosine distance), nearest first, and
-    how it was answered: ``exact``, ``hnsw``, or ``hnsw+exact`` (the index
-    scan came back short and the exact plan answered)."""
+    how it was answered: ``exact``, ``hnsw``, ``hnsw+resume`` (the wide beam
+    came back short, a resumed walk answered) or ``hnsw+exact`` (the index
+    came back short, the exact plan answered)."""
 
     rows: list[tuple[int, float]]
     plan: Plan
@@ -205,6 +211,63 @@ def _estimate_rows(
     return float(plan[0]["Plan"]["Plan Rows"])
 
 
+def _ranking_sql(where: str, *, index: bool, capped: bool) -> str:
+    """The vector query of both plans: one text, so they cannot drift apart.
+
+    ``index``: ``ORDER BY distance LIMIT`` inside the CTE, which is what lets
+    PostgreSQL answer it from the HNSW index. Without it (the exact plan) the
+    CTE has no ORDER BY, so the index cannot serve it: the rows come from the
+    store's btree, the attributes' GIN index or a sequential scan, every
+    distance is computed, and the number of rows that passed comes back too
+    (``capped``: at most ``cap + 1`` are read, so an estimate that was far
+    off costs a bounded scan). Either way the outer query sorts by distance
+    then id: the HNSW scan's relaxed order is only approximately sorted, and
+    ties must not depend on the plan."""
+    if index:
+        inner, count, outer = "ORDER BY distance LIMIT %s", "", ""
+    else:
+        inner = "LIMIT %s" if capped else ""
+        count, outer = ", (SELECT count(*) FROM hits)", " LIMIT %s"
+    return f"""
+        WITH hits AS MATERIALIZED (
+            SELECT id, embedding <=> %s::vector AS distance
+            FROM tools_chunk
+            WHERE vector_store_id = ANY(%s) AND {where}
+            {inner}
+        )
+        SELECT id, distance{count} FROM hits ORDER BY distance, id{outer}
+        """
+
+
+def _ranking(
+    cursor: Any,
+    vector: list[float],
+    store_ids: Sequence[str],
+    where: str,
+    where_params: list[Any],
+    limit: int,
+    *,
+    index: bool,
+    cap: int | None = None,
+) -> list[tuple[int, float]] | None:
+    """Run one plan's query (``_ranking_sql``). The exact plan returns None
+    when more than ``cap`` rows pass (the estimate was wrong; the caller
+    takes the index)."""
+    params: list[Any] = [str(vector), list(store_ids), *where_params]
+    if index:
+        params.append(limit)
+    else:
+        params.extend([*([cap + 1] if cap is not None else []), limit])
+    cursor.execute(
+        _ranking_sql(where, index=index, capped=not index and cap is not None),
+        params,
+    )
+    rows = cursor.fetchall()
+    if not index and cap is not None and rows and int(rows[0][2]) > cap:
+        return None
+    return [(int(r[0]), float(r[1])) for r in rows]
+
+
 def _exact_ranking(
     cursor: Any,
     vector: list[float],
@@ -214,34 +277,58 @@ def _exact_ranking(
     limit: int,
     cap: int | None,
 ) -> list[tuple[int, float]] | None:
-    """Every distance over the rows that pass: the exact answer, or None
-    when more than ``cap`` rows pass (the estimate was wrong; the caller
-    takes the index). No ORDER BY inside the CTE, so the HNSW index cannot
-    serve it: the rows come from the store's btree or the attributes' GIN
-    index, or a sequential scan."""
-    cursor.execute(
-        f"""
-        WITH hits AS MATERIALIZED (
-            SELECT id, embedding <=> %s::vector AS distance
-            FROM tools_chunk
-            WHERE vector_store_id = ANY(%s) AND {where}
-            {"LIMIT %s" if cap is not None else ""}
-        )
-        SELECT id, distance, (SELECT count(*) FROM hits)
-        FROM hits ORDER BY distance, id LIMIT %s
-        """,
-        [
-            str(vector),
-            list(store_ids),
-            *where_params,
-            *([cap + 1] if cap is not None else []),
-            limit,
-        ],
+    """Every distance over the rows that pass: the exact answer, or None when
+    more than ``cap`` rows pass."""
+    return _ranking(
+        cursor, vector, store_ids, where, where_params, limit, index=False, cap=cap
     )
-    rows = cursor.fetchall()
-    if cap is not None and rows and int(rows[0][2]) > cap:
-        return None
-    return [(int(r[0]), float(r[1])) for r in rows]
+
+
+# pgvector's upper bound for hnsw.ef_search, and its default for
+# hnsw.max_scan_tuples (the most a walk resumed batch after batch visits).
+_HNSW_MAX_EF = 1000
+_HNSW_MAX_SCAN_TUPLES = 20_000
+# ef_search per candidate the scan is expected to need (``limit`` divided by
+# the share of the index that passes the store scope and filters). On
+# bench/retrieval_bench.py's 100k chunks with a filter keeping 10 %, the 40
+# rows a search asks for are the first 40 passing among ~470 nearest chunks
+# (the median query; ~1,500 at the 95th percentile). pgvector's iterative
+# scan reached them by resuming a beam of 100 batch after batch: recall@10
+# 0.96 at p50 18 ms, p95 32 ms (~15 index pages read per candidate). One
+# beam as wide as the expected candidates, then the rest of what it visited,
+# nearest first (what pgvector returns once hnsw.max_scan_tuples is spent):
+# at 0.8 × candidates recall@10 was 0.95-0.958, at 1.0 0.967 (p95 12-20 ms
+# on a shared machine, 2 CPUs, ~10 % more per 0.1); the beam's width, not
+# the budget, sets both. 0.9 keeps a margin over the 0.95 target.
+_EF_PER_CANDIDATE = 0.9
+# The graph elements the scan may visit (hnsw.max_scan_tuples) per unit of
+# ef_search. A beam of width ef visits about that many on its own (at ef 336
+# on the 100k set, budgets from 1 to 3,000 returned the same rows), so the
+# walk does not resume: pgvector returns the rest of what it visited. When
+# the filter is far more selective than estimated, what was visited runs
+# out, the scan comes back short and the exact plan answers, instead of
+# first walking up to pgvector's default 20,000 elements.
+_VISITS_PER_EF = 8
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    ef_search: int
+    max_scan_tuples: int
+
+
+def hnsw_params(limit: int, passing: float | None, table: float) -> HnswParams:
+    """hnsw.ef_search and hnsw.max_scan_tuples for a scan that must return
+    ``limit`` rows when ``passing`` of the ``table``'s chunks pass the store
+    scope and filters (None: unknown, the configured breadth)."""
+    floor = max(int(getattr(settings, "SEARCH_HNSW_EF_SEARCH", 100)), limit)
+    candidates = float(limit)
+    if passing is not None and table > 0:
+        candidates = limit * table / max(passing, 1.0)
+    ef = min(_HNSW_MAX_EF, max(floor, math.ceil(_EF_PER_CANDIDATE * candidates)))
+    # Beyond the widest beam, resumed batches must make up the rest.
+    visits = max(_VISITS_PER_EF * ef, math.ceil(4 * candidates))
+    return HnswParams(ef_search=ef, max_scan_tuples=min(visits, _HNSW_MAX_SCAN_TUPLES))
 
 
 def _hnsw_ranking(
@@ -251,49 +338,43 @@ def _hnsw_ranking(
     where: str,
     where_params: list[Any],
     limit: int,
+    params: HnswParams,
 ) -> list[tuple[int, float]]:
-    ef = max(int(getattr(settings, "SEARCH_HNSW_EF_SEARCH", 100)), limit)
-    # SET LOCAL of both in one round trip. relaxed_order: rows may come
-    # slightly out of order, so the outer query sorts them again; the scan
-    # continues until `limit` rows pass the filter.
+    # SET LOCAL of all three in one round trip. relaxed_order: rows may come
+    # slightly out of order (the query sorts them again); the scan goes on
+    # past the first beam until `limit` rows pass the filter.
     cursor.execute(
         "SELECT set_config('hnsw.ef_search', %s, true), "
+        "set_config('hnsw.max_scan_tuples', %s, true), "
         "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-        [str(ef)],
+        [str(params.ef_search), str(params.max_scan_tuples)],
     )
-    cursor.execute(
-        f"""
-        WITH hits AS MATERIALIZED (
-            SELECT id, embedding <=> %s::vector AS distance
-            FROM tools_chunk
-            WHERE vector_store_id = ANY(%s) AND {where}
-            ORDER BY distance
-            LIMIT %s
-        )
-        SELECT id, distance FROM hits ORDER BY distance, id
-        """,
-        [str(vector), list(store_ids), *where_params, limit],
+    return (
+        _ranking(cursor, vector, store_ids, where, where_params, limit, index=True)
+        or []
     )
-    return [(int(r[0]), float(r[1])) for r in cursor.fetchall()]
 
 
-# What visiting one index candidate costs in an iterative HNSW scan (graph
-# neighbours' distances, a heap fetch for the filter) over computing one
-# row's distance in an exact scan: about 20 on bench/retrieval_bench.py's
-# figures (a 1 % filter at 100k chunks: ~34 ms to visit ~1,000 candidates;
-# exact: ~1-2 us a row).
-_HNSW_VISIT_COST = 20
+# What visiting one candidate costs in the HNSW scan (the graph neighbours'
+# distances, a heap fetch for the filter) over computing one row's distance
+# in an exact scan, measured on bench/retrieval_bench.py's 100k chunks:
+# ~30 us a candidate (12 ms for ~400) against ~3.5 us a row read through the
+# GIN index (35 ms for a filter keeping 10 %, 2 ms for 1 %).
+_HNSW_VISIT_COST = 9
 
 
-def _exact_max_rows(cursor: Any, limit: int, floor: int) -> int:
-    """The most rows an exact scan should take. An iterative scan visits
-    about ``limit × table / rows`` candidates to find ``limit`` that pass,
-    an exact scan computes ``rows`` distances: exact is cheaper while
-    ``rows² < cost × limit × table``, which grows with the table (about
-    9,000 rows at 100k chunks for 40 results, 28,000 at 1M).
-    ``floor`` (``SEARCH_EXACT_MAX_ROWS``) is the least."""
+def _table_rows(cursor: Any) -> float:
     cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'tools_chunk'::regclass")
-    table = max(0.0, float(cursor.fetchone()[0]))
+    return max(0.0, float(cursor.fetchone()[0]))
+
+
+def _exact_max_rows(limit: int, floor: int, table: float) -> int:
+    """The most rows an exact scan should take. The index scan visits about
+    ``limit × table / rows`` candidates to find ``limit`` that pass, an exact
+    scan computes ``rows`` distances: exact is cheaper while
+    ``rows² < cost × limit × table``, which grows with the table (about
+    6,000 rows at 100k chunks for 40 results, 19,000 at 1M).
+    ``floor`` (``SEARCH_EXACT_MAX_ROWS``) is the least."""
     return max(floor, int(math.sqrt(_HNSW_VISIT_COST * limit * table)))
 
 
@@ -329,10 +410,15 @@ def vector_ranking(
         reads = _estimate_rows(cursor, store_ids, None)
     floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
     # Under the floor the table's size does not matter: one query fewer.
-    exact_max = floor if reads is not None and reads <= floor else None
-    if exact_max is None:
-        exact_max = _exact_max_rows(cursor, limit, floor)
-    if reads is not None and reads <= exact_max:
+    if reads is not None and reads <= floor:
+        rows = _exact_ranking(
+            cursor, vector, store_ids, where, params, limit, cap=4 * floor
+        )
+        if rows is not None:
+            return VectorRanking(rows, "exact", estimate)
+    table = _table_rows(cursor)
+    exact_max = _exact_max_rows(limit, floor, table)
+    if reads is not None and floor < reads <= exact_max:
         # The estimate may be off (statistics not yet analyzed for a new
         # store): past four times the bound, the index answers instead.
         rows = _exact_ranking(
@@ -340,11 +426,31 @@ def vector_ranking(
         )
         if rows is not None:
             return VectorRanking(rows, "exact", estimate)
-    rows = _hnsw_ranking(cursor, vector, store_ids, where, params, limit)
+    hnsw = hnsw_params(limit, estimate, table)
+    rows = _hnsw_ranking(cursor, vector, store_ids, where, params, limit, hnsw)
     if len(rows) >= limit:
         return VectorRanking(rows, "hnsw", estimate)
+    if hnsw.max_scan_tuples < _HNSW_MAX_SCAN_TUPLES:
+        # What the wide beam visited held too few passing rows: near this
+        # query the filter keeps far less than its average (a filter that
+        # follows the content does; at 1M synthetic chunks, 7 % of the
+        # queries with a 10 % filter). Scan again, resuming the walk batch
+        # after batch, before paying for an exact scan of every passing row
+        # (~2 s at 1M chunks).
+        ef = max(int(getattr(settings, "SEARCH_HNSW_EF_SEARCH", 100)), limit)
+        rows = _hnsw_ranking(
+            cursor,
+            vector,
+            store_ids,
+            where,
+            params,
+            limit,
+            HnswParams(ef_search=ef, max_scan_tuples=_HNSW_MAX_SCAN_TUPLES),
+        )
+        if len(rows) >= limit:
+            return VectorRanking(rows, "hnsw+resume", estimate)
     # Short: fewer rows pass than asked for (then the exact scan is small),
-    # or the iterative scan hit hnsw.max_scan_tuples under a filter far more
+    # or the walk spent hnsw.max_scan_tuples under a filter far more
     # selective than estimated. Either way the exact answer is complete.
     exact = _exact_ranking(cursor, vector, store_ids, where, params, limit, cap=None)
     return VectorRanking(exact or [], "hnsw+exact", estimate)

@@ -128,10 +128,20 @@ def _expiry(store: VectorStore, now: datetime) -> None:
     )
 
 
-# Files up to this size travel to the workers in groups of GROUP_FILES (one
-# task, one embedding pass for all their chunks); larger files go alone.
+# Files up to this size travel to the workers in groups (one task, one
+# pipeline for all their chunks); larger files go alone. A group holds at
+# most GROUP_FILES files and GROUP_BYTES bytes: big enough that the few
+# seconds a task spends before its first embedding and after its last
+# (reading its first files, storing its last batch) stay small beside its
+# embedding time (with 128 one-chunk files per task and 128-chunk batches,
+# ingestion ran at 0.76 of the raw embedding rate; with these groups and
+# ingestion.EMBED_GROUP/FIRST_GROUP, 1.02 in bench/retrieval_bench.py on a
+# shared machine), small enough that several workers share a large batch and a
+# task stays far inside INGEST_TIME_LIMIT_SECONDS (2 MB of text is about
+# 1,300 chunks of 800 tokens, ~1 minute of embedding on 2 CPU cores).
 SMALL_FILE_BYTES = 512 * 1024
-GROUP_FILES = 128
+GROUP_FILES = 512
+GROUP_BYTES = 2 * 1024 * 1024
 
 
 def _enqueue_ingestion(vsf_ids: Sequence[str]) -> None:
@@ -151,9 +161,23 @@ def _enqueue_ingestion(vsf_ids: Sequence[str]) -> None:
                 "pk", "file__bytes"
             )
         )
-        small = [i for i in pending if sizes.get(i, 0) <= SMALL_FILE_BYTES]
-        groups = [small[i : i + GROUP_FILES] for i in range(0, len(small), GROUP_FILES)]
-        groups += [[i] for i in pending if sizes.get(i, 0) > SMALL_FILE_BYTES]
+        groups: list[list[str]] = []
+        group: list[str] = []
+        group_bytes = 0
+        for i in pending:
+            size = sizes.get(i, 0)
+            if size > SMALL_FILE_BYTES:
+                groups.append([i])
+                continue
+            if group and (
+                len(group) >= GROUP_FILES or group_bytes + size > GROUP_BYTES
+            ):
+                groups.append(group)
+                group, group_bytes = [], 0
+            group.append(i)
+            group_bytes += size
+        if group:
+            groups.append(group)
         for group in groups:
             vector_store_files_ingest_task.apply_async(
                 (group,), soft_time_limit=limit, time_limit=limit + 60
