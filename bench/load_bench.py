@@ -318,6 +318,27 @@ async def engine_user(engine_url: str, stats: Stats, stop: asyncio.Event) -> Non
             await asyncio.sleep(0.2)
 
 
+async def _measure(
+    args: argparse.Namespace,
+    stats: Stats,
+    stop: asyncio.Event,
+    tasks: list[asyncio.Task[None]],
+    on_warm: Any = None,
+) -> None:
+    """Warm up, count for ``--duration``, then stop the users: each finishes
+    the request in hand, not counted any more."""
+    await asyncio.sleep(args.warmup)
+    if on_warm is not None:
+        on_warm()
+    stats.measuring = True
+    await asyncio.sleep(args.duration)
+    stats.measuring = False
+    stop.set()
+    await asyncio.wait(tasks, timeout=60)
+    for task in tasks:
+        task.cancel()
+
+
 def _probe_process(
     args: argparse.Namespace,
     urls: list[str],
@@ -349,14 +370,7 @@ def _probe_process(
                 for i in range(args.crud_users)
             ]
             tasks.append(asyncio.create_task(engine_user(engine_url, stats, stop)))
-            await asyncio.sleep(args.warmup)
-            stats.measuring = True
-            await asyncio.sleep(args.duration)
-            stats.measuring = False
-            stop.set()
-            await asyncio.wait(tasks, timeout=60)
-            for task in tasks:
-                task.cancel()
+            await _measure(args, stats, stop, tasks)
         finally:
             for client in clients:
                 await client.aclose()
@@ -421,17 +435,12 @@ async def drive(
             for i in range(args.run_users)
         ]
         log(f"warming up for {args.warmup:.0f} s")
-        await asyncio.sleep(args.warmup)
-        on_warm()
-        stats.measuring = True
-        log(f"measuring for {args.duration:.0f} s")
-        await asyncio.sleep(args.duration)
-        stats.measuring = False
-        stop.set()
-        # Users finish the request in hand (not counted any more).
-        await asyncio.wait(tasks, timeout=60)
-        for task in tasks:
-            task.cancel()
+
+        def warm() -> None:
+            on_warm()
+            log(f"measuring for {args.duration:.0f} s")
+
+        await _measure(args, stats, stop, tasks, on_warm=warm)
         probed = await asyncio.to_thread(receive.recv)
         await asyncio.to_thread(prober.join, 60)
         stats.requests += probed["requests"]
@@ -466,7 +475,7 @@ def queue_waits_ms(run_ids: list[str]) -> list[float]:
         rows = Run.objects.filter(
             pk__in=run_ids[start : start + 1000], started_at__isnull=False
         ).values_list("created_at", "started_at")
-        waits += [(s - c).total_seconds() * 1000 for c, s in rows]
+        waits += [(s - c).total_seconds() * 1000 for c, s in rows if s is not None]
     connections.close_all()
     return waits
 
