@@ -99,6 +99,12 @@ class _CancelWatch:
         if not self.cancelled and now - self.checked_at >= CANCEL_POLL_SECONDS:
             self.checked_at = now
             self.cancelled = events.cancel_requested(self.run_id)
+            # The engine has been at it for a while (seconds or minutes to
+            # come): a threads worker's connection goes back to its pool
+            # meanwhile, and the next write takes one again. Not at once: an
+            # engine that answers within the interval costs no pool round
+            # trips.
+            release_connection()
         if self.deadline is not None and now >= self.deadline:
             self.cancelled = True
         return self.cancelled
@@ -272,9 +278,6 @@ class _MessageWriter:
         if text:
             self.text += text
             opening.append(("thread.message.delta", self._delta(text)))
-        # The rest of the answer needs no database until it ends: a threads
-        # worker's connection goes back to the pool meanwhile.
-        release_connection()
         events.publish_many(run.id, opening)
 
     def delta(self, raw: str) -> None:
@@ -640,9 +643,6 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
     problem: str | None = "no attempt"
     outcome = _Outcome()
     inputs = InputStream(run, writer.turn, engine)
-    # The engine may take seconds or minutes; a threads worker's connection
-    # goes back to its pool meanwhile (the first token takes one again).
-    release_connection()
     for _attempt in range(MAX_JSON_ATTEMPTS):
         outcome = _stream_once(
             request, writer, live_text=live_text, watch=watch, inputs=inputs
