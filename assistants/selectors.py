@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.db import connection
 from django.db.models import QuerySet
 
 from assistants.models import (
@@ -11,7 +10,7 @@ from assistants.models import (
     RunStep,
     Thread,
 )
-from core.db import Statement, columns, from_row
+from core.db import Statement
 from core.errors import NotFoundError
 from core.models import Project
 from core.selectors import get_or_404
@@ -97,38 +96,6 @@ def thread_row_sql(*, project: Project, thread_id: str) -> Statement:
         f'SELECT id FROM "{Thread._meta.db_table}" WHERE id = %s AND project_id = %s',
         [thread_id, project.id],
     )
-
-
-def thread_lock_and_assistant(
-    *, project: Project, thread_id: str, assistant_id: str
-) -> tuple[Thread, Assistant]:
-    """The project's thread under its row lock and the project's assistant,
-    in one query (what a run create needs; two round trips before).
-
-    Call inside a transaction. Raises NotFoundError for the assistant
-    (``param`` assistant_id) before the thread, as separate lookups would.
-    """
-    sql = (
-        f"SELECT {columns(Thread, 't')}, {columns(Assistant, 'a')} "
-        f'FROM "{Thread._meta.db_table}" t JOIN "{Assistant._meta.db_table}" a '
-        "ON a.id = %s AND a.project_id = t.project_id "
-        "WHERE t.id = %s AND t.project_id = %s FOR UPDATE OF t"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [assistant_id, thread_id, project.id])
-        row = cursor.fetchone()
-    if row is None:  # say which one is missing, in the usual order
-        try:
-            found = assistant_get(project=project, assistant_id=assistant_id)
-        except NotFoundError as exc:
-            exc.param = "assistant_id"
-            raise
-        return thread_lock_scoped(project=project, thread_id=thread_id), found
-    thread, assistant = from_row([Thread, Assistant], row)
-    assert isinstance(thread, Thread) and isinstance(assistant, Assistant)
-    # The caller's project: no lazy load later.
-    thread.project = assistant.project = project
-    return thread, assistant
 
 
 def messages_of_thread_id(

@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
     time_limit=1860,
 )
 def run_execute_task(run_id: str) -> None:
-
     try:
         run_execute(run_id)
     except Exception as exc:
@@ -65,13 +64,16 @@ def run_wake(run_id: str, *, announce: list[tuple[str, Any]] | None = None) -> b
     With the default broker (the events' Redis) the events and the task's
     message go in one round trip (``core.taskqueue``).
     """
-    if taskqueue.direct_possible() and events.publish_many(
-        run_id,
-        announce or [],
-        also=lambda pipe: taskqueue.push(pipe, run_execute_task, (run_id,)),
-    ):
-        return True
-    if announce:
+    if taskqueue.direct_possible():
+        if events.publish_many(
+            run_id,
+            announce or [],
+            also=lambda pipe: taskqueue.push(pipe, run_execute_task, (run_id,)),
+        ):
+            return True
+        # Redis refused the round trip (or is known to be away): the events
+        # are dropped; try the broker once more through Celery below.
+    elif announce:
         events.publish_many(run_id, announce)
     try:
         run_execute_task.delay(run_id)

@@ -31,7 +31,7 @@ from assistants.selectors import (
     active_run_id_of,
     active_run_of,
     assistant_get,
-    thread_lock_and_assistant,
+    thread_lock_scoped,
     thread_row_sql,
 )
 from assistants.services.message import (
@@ -261,10 +261,6 @@ def run_create(
     project's token budget is spent. Nothing is written when it raises.
     """
     quota_require(project_id=project.id)
-    if data.additional_messages:
-        return _run_create_with_messages(
-            project=project, thread_id=thread_id, data=data, request_id=request_id
-        )
     assistant = _assistant_for(project=project, assistant_id=data.assistant_id)
     run = _build_run(
         project=project,
@@ -275,48 +271,29 @@ def run_create(
         request_id=request_id,
     )
     run.heartbeat_at = timezone.now()  # when it was last enqueued
-    # The thread's row lock (what message creates take) and the INSERT in
-    # one statement: the partial unique index decides the race with another
-    # run, the lock the one with a message.
     with _one_active_run(thread_id):
-        found = insert_under_lock(
+        if data.additional_messages:
+            # The messages and the run in one transaction, under the
+            # thread's lock.
+            with transaction.atomic():
+                locked = thread_lock_scoped(project=project, thread_id=thread_id)
+                messages = messages_build(
+                    project=project,
+                    thread=locked,
+                    inputs=data.additional_messages,
+                    param="additional_messages",
+                )
+                Message.objects.bulk_create(messages)
+                thread_attachments_index(thread=locked, messages=messages)
+                _insert_run(run)
+        # Otherwise the thread's row lock (what message creates take) and
+        # the INSERT in one statement. The partial unique index decides the
+        # race with another run either way, the lock the one with a message.
+        elif not insert_under_lock(
             run, thread_row_sql(project=project, thread_id=thread_id)
-        )
-    if not found:
-        raise NotFoundError.for_object("thread", thread_id)
+        ):
+            raise NotFoundError.for_object("thread", thread_id)
     _announce_and_enqueue(run)
-    return run
-
-
-def _run_create_with_messages(
-    *, project: Project, thread_id: str, data: RunCreateInput, request_id: str
-) -> Run:
-    """``run_create`` with ``additional_messages``: the thread locked, the
-    messages and the run written in one transaction."""
-    assert data.additional_messages
-    with _one_active_run(thread_id), transaction.atomic():
-        locked, assistant = thread_lock_and_assistant(
-            project=project, thread_id=thread_id, assistant_id=data.assistant_id
-        )
-        run = _build_run(
-            project=project,
-            thread_id=locked.id,
-            assistant=assistant,
-            data=data,
-            additional_instructions=data.additional_instructions,
-            request_id=request_id,
-        )
-        messages = messages_build(
-            project=project,
-            thread=locked,
-            inputs=data.additional_messages,
-            param="additional_messages",
-        )
-        Message.objects.bulk_create(messages)
-        thread_attachments_index(thread=locked, messages=messages)
-        run.heartbeat_at = timezone.now()  # when it was last enqueued
-        _insert_run(run)
-        _announce_and_enqueue(run)
     return run
 
 
