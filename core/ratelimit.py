@@ -39,6 +39,7 @@ from rest_framework.throttling import BaseThrottle
 from core.auth import Principal
 from core.errors import RequestRateLimitError
 from core.models import ApiKey
+from core.ttlcache import TtlCache
 
 logger = logging.getLogger(__name__)
 
@@ -136,15 +137,17 @@ def bucket_take(*, bucket: str, limit: int) -> Decision:
 
 # --- limits of a key --------------------------------------------------------
 
-_cache: dict[str, tuple[float, tuple[int | None, int | None]]] = {}
+_limits: TtlCache[str, tuple[int | None, int | None]] = TtlCache(LIMITS_CACHE_SECONDS)
 
 
 def _overrides(key_id: str) -> tuple[int | None, int | None]:
     """(requests, runs) per minute for the key: its own, else its project's."""
-    now = time.monotonic()
-    hit = _cache.get(key_id)
-    if hit is not None and now - hit[0] < LIMITS_CACHE_SECONDS:
-        return hit[1]
+    value = _limits.get(key_id, lambda: _overrides_of(key_id))
+    assert value is not None
+    return value
+
+
+def _overrides_of(key_id: str) -> tuple[int | None, int | None]:
     row = (
         ApiKey.objects.filter(pk=key_id)
         .values_list(
@@ -155,15 +158,13 @@ def _overrides(key_id: str) -> tuple[int | None, int | None]:
         )
         .first()
     )
-    value: tuple[int | None, int | None] = (None, None)
-    if row is not None:
-        key_requests, key_runs, project_requests, project_runs = row
-        value = (
-            key_requests if key_requests is not None else project_requests,
-            key_runs if key_runs is not None else project_runs,
-        )
-    _cache[key_id] = (now, value)
-    return value
+    if row is None:
+        return (None, None)
+    key_requests, key_runs, project_requests, project_runs = row
+    return (
+        key_requests if key_requests is not None else project_requests,
+        key_runs if key_runs is not None else project_runs,
+    )
 
 
 def limits_for(key_id: str) -> tuple[int, int]:
@@ -176,7 +177,7 @@ def limits_for(key_id: str) -> tuple[int, int]:
 
 
 def limits_cache_clear() -> None:
-    _cache.clear()
+    _limits.clear()
 
 
 def is_run_start(method: str, path: str) -> bool:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -9,6 +8,7 @@ from django.db.models.signals import post_delete, post_save
 
 from core.errors import InvalidRequestError, NotFoundError
 from core.models import LanguageModel
+from core.ttlcache import TtlCache
 
 M = TypeVar("M", bound=Model)
 
@@ -65,25 +65,18 @@ def language_model_get(*, model_id: str) -> LanguageModel:
 # once; an operator's edit in another process applies within
 # MODEL_CACHE_SECONDS.
 MODEL_CACHE_SECONDS = 5.0
-_model_cache: dict[str, tuple[float, LanguageModel]] = {}
+_models: TtlCache[str, LanguageModel] = TtlCache(MODEL_CACHE_SECONDS)
 
 
 def language_model_cached(model_id: str) -> LanguageModel | None:
     """The active registry row ``model_id``, or None."""
-    now = time.monotonic()
-    cached = _model_cache.get(model_id)
-    if cached is not None and now - cached[0] < MODEL_CACHE_SECONDS:
-        return cached[1]
-    model = language_models_active().filter(id=model_id).first()
-    if model is None:
-        _model_cache.pop(model_id, None)
-    else:
-        _model_cache[model_id] = (now, model)
-    return model
+    return _models.get(
+        model_id, lambda: language_models_active().filter(id=model_id).first()
+    )
 
 
 def _forget_model(sender: Any, instance: LanguageModel, **kwargs: Any) -> None:
-    _model_cache.pop(instance.pk, None)
+    _models.forget(instance.pk)
 
 
 post_save.connect(_forget_model, sender=LanguageModel, dispatch_uid="model-cache")

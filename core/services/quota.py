@@ -18,7 +18,6 @@ during a model call finishes that call: usage is only known afterwards.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -31,6 +30,7 @@ from django.db.models.functions import Cast
 
 from core.errors import InsufficientQuotaError
 from core.models import ProjectLimits
+from core.ttlcache import TtlCache
 
 logger = logging.getLogger(__name__)
 
@@ -47,22 +47,22 @@ class Budgets:
         return self.daily <= 0 and self.monthly <= 0
 
 
-_budgets: dict[str, tuple[float, Budgets]] = {}
+_budgets: TtlCache[str, Budgets] = TtlCache(BUDGETS_CACHE_SECONDS)
 
 
 def budgets_of(project_id: str) -> Budgets:
     """The project's budgets, cached per process for a few seconds."""
-    now = time.monotonic()
-    hit = _budgets.get(project_id)
-    if hit is not None and now - hit[0] < BUDGETS_CACHE_SECONDS:
-        return hit[1]
-    row = (
-        ProjectLimits.objects.filter(project_id=project_id)
-        .values_list("daily_token_budget", "monthly_token_budget")
-        .first()
-    )
-    budgets = Budgets(*(row or (0, 0)))
-    _budgets[project_id] = (now, budgets)
+
+    def load() -> Budgets:
+        row = (
+            ProjectLimits.objects.filter(project_id=project_id)
+            .values_list("daily_token_budget", "monthly_token_budget")
+            .first()
+        )
+        return Budgets(*(row or (0, 0)))
+
+    budgets = _budgets.get(project_id, load)
+    assert budgets is not None
     return budgets
 
 
