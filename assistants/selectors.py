@@ -13,7 +13,7 @@ from assistants.models import (
 from core.db import Statement
 from core.errors import NotFoundError
 from core.models import Project
-from core.selectors import get_or_404
+from core.selectors import get_by_or_404, get_or_404
 
 
 def assistants_of(*, project: Project) -> QuerySet[Assistant]:
@@ -21,7 +21,7 @@ def assistants_of(*, project: Project) -> QuerySet[Assistant]:
 
 
 def assistant_get(*, project: Project, assistant_id: str) -> Assistant:
-    return get_or_404(assistants_of(project=project), assistant_id, "assistant")
+    return get_by_or_404(Assistant, assistant_id, "assistant", project_id=project.id)
 
 
 def threads_of(*, project: Project) -> QuerySet[Thread]:
@@ -29,7 +29,7 @@ def threads_of(*, project: Project) -> QuerySet[Thread]:
 
 
 def thread_get(*, project: Project, thread_id: str) -> Thread:
-    return get_or_404(threads_of(project=project), thread_id, "thread")
+    return get_by_or_404(Thread, thread_id, "thread", project_id=project.id)
 
 
 def message_get(*, project: Project, thread_id: str, message_id: str) -> Message:
@@ -54,9 +54,7 @@ def runs_of(*, thread: Thread) -> QuerySet[Run]:
 
 def run_get(*, project: Project, thread_id: str, run_id: str) -> Run:
     """A run of the caller's thread; 404 for any other."""
-    return get_or_404(
-        Run.objects.filter(thread_id=thread_id, project=project), run_id, "run"
-    )
+    return get_by_or_404(Run, run_id, "run", thread_id=thread_id, project_id=project.id)
 
 
 def active_run_of(*, thread: Thread) -> Run | None:
@@ -116,4 +114,4 @@ def run_steps_of(*, run: Run) -> QuerySet[RunStep]:
 
 
 def run_step_get(*, run: Run, step_id: str) -> RunStep:
-    return get_or_404(run_steps_of(run=run), step_id, "run step")
+    return get_by_or_404(RunStep, step_id, "run step", run_id=run.id)

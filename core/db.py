@@ -168,13 +168,21 @@ def insert_under_lock(obj: Model, lock: Statement, *, using: str = "default") ->
     return inserted
 
 
-def insert_together(*objs: Model, durable: bool = True, using: str = "default") -> None:
-    """INSERT ``objs`` in one statement. PostgreSQL runs its parts in no set
-    order, so values drawn from a sequence (``seq``) do not follow the
-    argument order. (Foreign keys are checked at commit: Django makes them
+def insert_together(
+    *objs: Model,
+    also: Sequence[Statement] = (),
+    durable: bool = True,
+    using: str = "default",
+) -> None:
+    """INSERT ``objs`` in one statement (with the writes ``also``, whose
+    results are not read). PostgreSQL runs its parts in no set order, so
+    values drawn from a sequence (``seq``) do not follow the argument
+    order. (Foreign keys are checked at commit: Django makes them
     deferrable, so a row may point at another of the same statement.)"""
     statements = [insert_sql(obj, using=using) for obj in objs]
-    write_together(statements[:-1], statements[-1], durable=durable, using=using)
+    write_together(
+        [*also, *statements[:-1]], statements[-1], durable=durable, using=using
+    )
     for obj in objs:
         _inserted(obj, using)
 
@@ -214,6 +222,34 @@ def from_row(
         at += len(fields)
         found.append(model.from_db(using, [f.attname for f in fields], values))
     return found
+
+
+_SELECT_ONE: dict[tuple[type[Model], tuple[str, ...]], str] = {}
+
+
+def select_one(
+    model: type[Model], *, using: str = "default", **equals: Any
+) -> Model | None:
+    """The row of ``model`` whose columns equal ``equals`` (attnames:
+    ``project_id``, not ``project``), or None: ``.filter(**equals)[:1]``
+    for the lookups every retrieve starts with, without the ORM's query
+    compilation (~0.7 ms of CPU here per lookup, five times PostgreSQL's
+    own time for it). The statement text is built once per model and
+    set of columns."""
+    keys = tuple(sorted(equals))
+    sql = _SELECT_ONE.get((model, keys))
+    if sql is None:
+        by_attname = {f.attname: f for f in model._meta.concrete_fields}
+        where = " AND ".join(f"{_column(by_attname[k])} = %s" for k in keys)
+        sql = (
+            f"SELECT {columns(model)} FROM {_quote(model._meta.db_table)} "
+            f"WHERE {where} LIMIT 1"
+        )
+        _SELECT_ONE[(model, keys)] = sql
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, [equals[k] for k in keys])
+        row = cursor.fetchone()
+    return None if row is None else from_row([model], row, using=using)[0]
 
 
 def release_connection(using: str = "default") -> None:

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.db.models import Model, QuerySet
 from django.db.models.signals import post_delete, post_save
 
+from core.db import select_one
 from core.errors import InvalidRequestError, NotFoundError
 from core.models import LanguageModel
 from core.ttlcache import TtlCache
@@ -21,6 +22,16 @@ def get_or_404(queryset: QuerySet[M], object_id: str, kind: str) -> M:
     if not found:
         raise NotFoundError.for_object(kind, object_id)
     return found[0]
+
+
+def get_by_or_404(model: type[M], object_id: str, kind: str, **scope: Any) -> M:
+    """``get_or_404`` for a scope of plain column equalities
+    (``project_id=...``), read without the ORM's query compilation: the
+    retrieves on every request path."""
+    found = select_one(model, **{model._meta.pk.attname: object_id}, **scope)
+    if found is None:
+        raise NotFoundError.for_object(kind, object_id)
+    return cast(M, found)
 
 
 def ids_require(

@@ -17,6 +17,7 @@ from assistants.models import Message, Run, RunStep, Thread, ThreadSummary
 from assistants.runs import context, memory
 from assistants.runs.executor import run_execute
 from assistants.tasks import thread_summarize_task
+from core.db import write_together
 from core.services.models import language_model_register
 from tests.conftest import Tenant, admin_url
 
@@ -115,8 +116,29 @@ def test_auto_keeps_everything_that_fits_and_counts_each_message_once(
     window = context.assemble(_run(thread, small_model), small_model, tools=[])
     assert window is not None and window.history == 6
     assert window.prompt_tokens <= BUDGET
+    # The counts ride on the step's first write (no round trip of their own).
     counted = Message.objects.filter(thread=thread, token_count__isnull=False)
+    assert counted.count() == 0 and len(window.deferred_writes) == 1
+    *first, last = window.deferred_writes
+    write_together(first, last, durable=False)
     assert counted.count() == 6 and {m.token_model for m in counted} == {"small-model"}
+    again = context.assemble(_run(thread, small_model), small_model, tools=[])
+    assert again is not None and again.deferred_writes == []  # counted once
+
+
+def test_a_run_stores_its_prompts_counts_with_its_answer(
+    tenant: Tenant, small_model: Any, fake_engine: Any
+) -> None:
+    thread = _thread(tenant, ["one", "two", "three"])
+    before = list(Message.objects.filter(thread=thread).values_list("pk", flat=True))
+    fake_engine.script({"content": "Counted."})
+    run = _run(thread, small_model, queued=True)
+    run_execute(run.id)
+    run.refresh_from_db()
+    assert run.status == "completed"
+    prompt = Message.objects.filter(pk__in=before)
+    assert [m.token_model for m in prompt] == ["small-model"] * 3
+    assert all(m.token_count and m.token_count > 0 for m in prompt)
 
 
 def test_auto_without_a_summary_truncates_to_the_newest_and_says_so(

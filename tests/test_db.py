@@ -13,6 +13,7 @@ from core.db import (
     insert_sql,
     insert_together,
     insert_under_lock,
+    select_one,
     update_sql,
     write_together,
 )
@@ -96,3 +97,14 @@ def test_insert_under_lock_inserts_only_when_the_row_is_found(
     missing = _message(thread, "no row to lock")
     assert not insert_under_lock(missing, (lock[0], ["thread_missing"]))
     assert not Message.objects.filter(pk=missing.pk).exists()
+
+
+def test_select_one_reads_a_row_as_a_query_would(tenant: Tenant) -> None:
+    thread = Thread.objects.create(project=tenant.project, metadata={"k": "v"})
+    found = select_one(Thread, id=thread.pk, project_id=tenant.project.id)
+    assert isinstance(found, Thread) and found.pk == thread.pk
+    assert found.metadata == {"k": "v"}  # JSON decoded, as the ORM does
+    assert found.created_at == Thread.objects.get(pk=thread.pk).created_at
+    assert not found._state.adding  # a saved row: save() updates it
+    # Every equality must hold: another project's id finds nothing.
+    assert select_one(Thread, id=thread.pk, project_id="proj_other") is None

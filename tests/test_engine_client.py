@@ -461,6 +461,42 @@ def test_should_stop_is_honoured_while_the_engine_is_silent(
     fake_engine.wait_for_abort()
 
 
+def test_on_sent_overlaps_the_engine_and_a_failure_aborts_it(
+    fake_engine: FakeEngine,
+) -> None:
+    # on_sent runs on the caller's thread while the engine works, before
+    # any chunk is handed over.
+    fake_engine.script({"chunks": ["late"], "delay_per_chunk": 0.3})
+    seen: list[tuple[str, int]] = []
+    stream = chat_stream(
+        ChatRequest(model=fake_engine.model(), messages=USER),
+        on_sent=lambda: seen.append(("sent", threading.get_ident())),
+    )
+    chunks = [c.content for c in stream if c.content]
+    assert seen == [("sent", threading.get_ident())] and chunks == ["late"]
+
+    # An on_sent that raises aborts the request it overlapped.
+    fake_engine.script({"hang": 30})
+
+    def fail() -> None:
+        # Once the engine holds the request (before that, abort means it is
+        # never sent at all).
+        deadline = time.monotonic() + 5
+        while not fake_engine.requests() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        raise RuntimeError("bookkeeping failed")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="bookkeeping failed"):
+        list(
+            chat_stream(
+                ChatRequest(model=fake_engine.model(), messages=USER), on_sent=fail
+            )
+        )
+    assert time.monotonic() - started < 5
+    fake_engine.wait_for_abort()
+
+
 def test_closing_the_generator_aborts_the_engine_request(
     fake_engine: FakeEngine,
 ) -> None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import os
 import queue
 import socket
 import ssl
@@ -169,8 +170,63 @@ def _never() -> bool:
     return False
 
 
+class _Helpers:
+    """Daemon threads for engine exchanges, kept for the next call.
+
+    Starting a thread per call cost ~0.5 ms on the way to the first token
+    (``Thread.start`` waits until the new thread has been scheduled). An
+    idle helper is handed the next exchange instead; there are at most as
+    many as exchanges ever ran at once (a runs worker's concurrency).
+    Daemons, as the per-call threads were: an exchange stuck past its
+    abort never holds up the process's exit. Forked children start with
+    none (the parent's threads do not exist there).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[
+            queue.SimpleQueue[tuple[Callable[[], None], threading.Event]]
+        ] = []
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = []
+
+    def submit(self, job: Callable[[], None]) -> threading.Event:
+        """Run ``job`` on a helper; the event is set when it has returned."""
+        done = threading.Event()
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(
+                target=self._serve, args=(inbox,), name="engine", daemon=True
+            ).start()
+        inbox.put((job, done))
+        return done
+
+    def _serve(
+        self, inbox: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]]
+    ) -> None:
+        while True:
+            job, done = inbox.get()
+            try:
+                job()  # _Call.run: hands every error to the caller's thread
+            finally:
+                done.set()
+                with self._lock:
+                    self._idle.append(inbox)
+
+
+_helpers = _Helpers()
+
+
 def chat_stream(
-    request: ChatRequest, *, should_stop: Callable[[], bool] = _never
+    request: ChatRequest,
+    *,
+    should_stop: Callable[[], bool] = _never,
+    on_sent: Callable[[], None] | None = None,
 ) -> Generator[ChatChunk, None, None]:
     """Yield the engine's answer to ``request`` chunk by chunk.
 
@@ -186,6 +242,11 @@ def chat_stream(
     Closing the generator early (``close()``, leaving a ``with closing``
     block) aborts the request the same way.
 
+    ``on_sent`` runs on the caller's thread once the exchange has started
+    on the helper thread, before the first chunk is awaited: work that
+    overlaps the engine's time to first token. If it raises, the request
+    is aborted and the error propagates.
+
     Replicas: a request with a ``route_key`` goes to the replica that
     rendezvous hashing picks for that key (the same in every process, and
     only keys of a removed replica move when the list changes); others
@@ -200,11 +261,10 @@ def chat_stream(
     connect (5 s) and read (``settings.ENGINE_READ_TIMEOUT``) timeouts.
     """
     call = _Call.prepare(request)
-    worker = threading.Thread(
-        target=call.run, name=f"engine-{call.model_name}", daemon=True
-    )
-    worker.start()
+    exchange = _helpers.submit(call.run)
     try:
+        if on_sent is not None:
+            on_sent()
         while True:
             try:
                 item = call.results.get(timeout=STOP_POLL_SECONDS)
@@ -224,7 +284,7 @@ def chat_stream(
         call.abort()
         # Bounded: after abort() the helper thread only unwinds. Waiting lets
         # the connection be closed before the caller moves on.
-        worker.join(timeout=2)
+        exchange.wait(timeout=2)
 
 
 # --- request building -------------------------------------------------------

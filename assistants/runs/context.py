@@ -48,6 +48,7 @@ from assistants.models import (
 )
 from assistants.runs import tokens
 from assistants.runs.prompt import render_message, tool_exchange
+from core.db import Statement
 from core.models import LanguageModel
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class Context:
     # due when they grow past its trigger (None: more than the budget).
     unsummarized_tokens: int | None = 0
     summarized_until: int = 0
+    # The new token counts' UPDATE, for the step's first write to carry.
+    deferred_writes: list[Statement] = field(default_factory=list)
 
     def step_metadata(self) -> dict[str, str]:
         """For the message_creation step: how the prompt was made."""
@@ -153,12 +156,13 @@ def read_messages(
     limit_tokens: int,
     newest_first: bool = True,
     limit_messages: int | None = None,
+    defer: list[Statement] | None = None,
 ) -> tuple[list[Message], bool]:
     """Completed messages with seq > after_seq, newest (or oldest) first, in
     pages through the (thread, seq) index, until their tokens pass
     ``limit_tokens`` (the one that passes included) or ``limit_messages``.
-    Counts every message it reads (tokens.ensure_counted). Returns
-    (messages, read_them_all)."""
+    Counts every message it reads (tokens.ensure_counted; the counts' UPDATE
+    goes to ``defer`` when given). Returns (messages, read_them_all)."""
     out: list[Message] = []
     total = 0
     lower, upper = after_seq, _NO_UPPER_BOUND
@@ -180,7 +184,7 @@ def read_messages(
                     cursor.fetchall()
                 )
             ]
-        tokens.ensure_counted(model, page)
+        tokens.ensure_counted(model, page, defer=defer)
         for message in page:
             out.append(message)
             total += tokens.size(message, model)
@@ -255,6 +259,7 @@ def assemble(
     )
     strategy = run.truncation_strategy or {}
     recall_room = 0
+    deferred: list[Statement] = []
     if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
         read, _ = read_messages(
             run.thread_id,
@@ -262,13 +267,15 @@ def assemble(
             model=model,
             limit_tokens=budget,
             limit_messages=int(strategy["last_messages"]),
+            defer=deferred,
         )
         history = _fit(read, model, budget - fixed)
         ctx = Context(messages=[], prompt_tokens=0, budget=budget)
         summaries: list[ThreadSummary] = []
     else:
-        ctx, history, summaries = _auto_window(run, model, budget, fixed)
+        ctx, history, summaries = _auto_window(run, model, budget, fixed, deferred)
         recall_room = int(budget * float(settings.CONTEXT_RECALL_SHARE))
+    ctx.deferred_writes = deferred
     if not history and not exchanges:
         return None
     history.reverse()  # oldest first
@@ -334,13 +341,17 @@ def frontier(
 
 
 def _auto_window(
-    run: Run, model: LanguageModel, budget: int, fixed: int
+    run: Run, model: LanguageModel, budget: int, fixed: int, defer: list[Statement]
 ) -> tuple[Context, list[Message], list[ThreadSummary]]:
     boundary, in_prompt_ids, blocks = _thread_state(run.thread_id)
     by_id = {b.pk: b for b in blocks}
     summarized_until = max((b.until_seq for b in blocks), default=0)
     read, reached_start = read_messages(
-        run.thread_id, after_seq=boundary, model=model, limit_tokens=budget
+        run.thread_id,
+        after_seq=boundary,
+        model=model,
+        limit_tokens=budget,
+        defer=defer,
     )
     sizes = [tokens.size(m, model) for m in read]
     ctx = Context(messages=[], prompt_tokens=0, budget=budget, boundary_seq=boundary)

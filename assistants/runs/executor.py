@@ -175,6 +175,9 @@ class _MessageWriter:
         self.text = ""  # what the client has been sent so far
         # How the prompt was made (context.Context.step_metadata).
         self.step_metadata: dict[str, str] = {}
+        # Writes for the next statement to carry (context.Context's
+        # deferred_writes: the prompt's new token counts).
+        self.deferred: list[Statement] = []
 
     def feed(self, raw: str) -> None:
         """The model's next text; the first opens the message (its events
@@ -244,8 +247,12 @@ class _MessageWriter:
         # transaction took four, on the way to the first token. Not durable
         # (core.db): the step's end is, and a run whose rows a PostgreSQL
         # crash lost is retried by the reaper, which makes them again.
-        insert_together(message, step, durable=False)
+        insert_together(message, step, also=self._take_deferred(), durable=False)
         self._opened(step, message, first)
+
+    def _take_deferred(self) -> list[Statement]:
+        taken, self.deferred = self.deferred, []
+        return taken
 
     def _new_message(self) -> Message:
         """The turn's assistant message, empty and in progress, saved."""
@@ -361,6 +368,7 @@ class _MessageWriter:
         else:
             step.failed_at = now
         writes = [
+            *self._take_deferred(),
             update_sql(
                 Message,
                 message.pk,
@@ -504,8 +512,12 @@ def _stream_once(
     inputs: InputStream,
 ) -> _Outcome:
     out = _Outcome()
-
-    for chunk in chat_stream(request, should_stop=watch):
+    # Without tools the answer can only be text: its message and step are
+    # written (and announced) while the engine works towards the first
+    # token, not after it. With tools the model may call them instead, and
+    # a message_creation step must not appear before it has said anything.
+    on_sent = writer.open if live_text and request.tools is None else None
+    for chunk in chat_stream(request, should_stop=watch, on_sent=on_sent):
         if chunk.content:
             out.text += chunk.content
             if live_text:
@@ -614,6 +626,7 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
         _end_incomplete(run, "max_prompt_tokens", usage=used)
         return None
     writer.step_metadata = window.step_metadata()
+    writer.deferred = window.deferred_writes
     messages = window.messages
     memory.summarize_if_due(run, model, window)
     tool_choice = _engine_tool_choice(run, engine)

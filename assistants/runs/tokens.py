@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from assistants.models import Message
-from core.db import write_together
+from core.db import Statement, write_together
 from core.models import LanguageModel
 
 logger = logging.getLogger(__name__)
@@ -158,9 +158,17 @@ def message_text(content: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def ensure_counted(model: LanguageModel, messages: list[Message]) -> None:
+def ensure_counted(
+    model: LanguageModel,
+    messages: list[Message],
+    *,
+    defer: list[Statement] | None = None,
+) -> None:
     """Fill ``token_count`` for messages counted for another model or not
-    at all, and store the new counts (one UPDATE for all of them)."""
+    at all, and store the new counts (one UPDATE for all of them), or, with
+    ``defer``, add that UPDATE to it for the caller's next write to carry:
+    the counts are a cache, and a run writes its step soon after counting
+    its prompt, so they need no round trip of their own."""
     counted: list[Message] = []
     for message in messages:
         if message.token_count is not None and message.token_model == model.id:
@@ -176,17 +184,17 @@ def ensure_counted(model: LanguageModel, messages: list[Message]) -> None:
     params: list[Any] = [model.id]
     for message in counted:
         params += [message.pk, message.token_count]
-    # A cache: not durable (core.db), recounted if a crash loses it.
-    write_together(
-        [],
-        (
-            f'UPDATE "{Message._meta.db_table}" AS m '
-            "SET token_count = v.token_count::integer, token_model = %s "
-            f"FROM (VALUES {rows}) AS v(id, token_count) WHERE m.id = v.id",
-            params,
-        ),
-        durable=False,
+    update: Statement = (
+        f'UPDATE "{Message._meta.db_table}" AS m '
+        "SET token_count = v.token_count::integer, token_model = %s "
+        f"FROM (VALUES {rows}) AS v(id, token_count) WHERE m.id = v.id",
+        params,
     )
+    if defer is not None:
+        defer.append(update)
+        return
+    # A cache: not durable (core.db), recounted if a crash loses it.
+    write_together([], update, durable=False)
 
 
 def size(message: Message, model: LanguageModel) -> int:
