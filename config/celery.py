@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 from core.broker import (
     cap_broker_reconnect_interval,
@@ -23,6 +24,17 @@ reuse_channel_clients()
 app = Celery("agents")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def _lower_priority(**_: object) -> None:
+    """WORKER_NICE (settings): before the pool starts, so that prefork
+    children and pool threads inherit it."""
+    from django.conf import settings
+
+    if settings.WORKER_NICE > 0:
+        os.nice(settings.WORKER_NICE)
+
 
 # The request id in task headers, the worker's log format, its metrics files.
 import core.observability.celery  # noqa: E402, F401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -67,3 +68,79 @@ def test_the_middleware_chain_is_built_for_sync_calls() -> None:
     import inspect
 
     assert not inspect.iscoroutinefunction(handler._middleware_chain)
+
+
+def _scope(method: str, path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1),
+        "scheme": "http",
+        "asgi": {"version": "3.0"},
+    }
+
+
+def test_run_starts_are_admitted_a_few_at_a_time_and_others_pass(
+    settings: Any,
+) -> None:
+    from django.http import HttpResponse
+
+    settings.WEB_RUN_START_CONCURRENCY = 2
+    handler = SyncChainASGIHandler()
+    lock = threading.Lock()
+    running = {"starts": 0, "max_starts": 0}
+    finished: list[str] = []
+
+    def get_response(request: Any) -> HttpResponse:
+        start = request.method == "POST"
+        with lock:
+            if start:
+                running["starts"] += 1
+                running["max_starts"] = max(running["max_starts"], running["starts"])
+        time.sleep(0.2 if start else 0.01)
+        with lock:
+            if start:
+                running["starts"] -= 1
+            finished.append(request.method)
+        return HttpResponse(b"ok")
+
+    handler.get_response = get_response  # type: ignore[method-assign]
+
+    async def call(method: str, path: str) -> None:
+        received = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the client stays connected
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        await handler(_scope(method, path), receive, send)
+
+    async def scenario() -> None:
+        starts = [
+            asyncio.create_task(call("POST", f"/v1/threads/thread_{i}/runs"))
+            for i in range(6)
+        ]
+        await asyncio.sleep(0.05)  # two are in, four wait
+        reads = [
+            asyncio.create_task(call("GET", "/v1/threads/thread_0")) for _ in range(3)
+        ]
+        await asyncio.gather(*reads)
+        # The reads did not wait behind the queued run starts.
+        assert finished.count("GET") == 3 and finished.count("POST") <= 2
+        await asyncio.gather(*starts)
+
+    async_to_sync(scenario)()
+    assert running["max_starts"] == 2
+    assert finished.count("POST") == 6

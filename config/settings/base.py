@@ -72,6 +72,9 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         **database("DATABASE_URL", "postgres://postgres@localhost/agents"),
+        # Django's PostgreSQL backend with a pool health check that needs no
+        # round trip for an evidently live connection (core/postgres/).
+        "ENGINE": "core.postgres",
         "CONN_MAX_AGE": env.int("DB_CONN_MAX_AGE", default=300),
         "CONN_HEALTH_CHECKS": True,
     }
@@ -87,8 +90,18 @@ DATABASES = {
 # connection, and gives it back while it waits on the engine. Prefork
 # workers keep persistent connections: a pool must not be inherited across
 # the prefork pool's forks.
+# Run-starting requests (create, create-thread-and-run, submit tool
+# outputs) a web process serves at once; more wait their turn in order
+# (core/asgi_handler.py says why). Other requests are not limited.
+WEB_RUN_START_CONCURRENCY = env.int("WEB_RUN_START_CONCURRENCY", default=2)
 WORKER_POOL = env.str("WORKER_POOL", default="prefork")
 WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=2)
+# Workers lower their own CPU priority by this much (os.nice) when they
+# start: where web processes and workers share cores (make run, one
+# machine), a saturated worker then delays API requests and the event
+# streams less than it delays its own runs. 0 leaves it as it is. Separate
+# machines or containers are unaffected either way.
+WORKER_NICE = env.int("WORKER_NICE", default=5)
 _THREADED_WORKER = WORKER_POOL == "threads"
 if (env.bool("AGENTS_ASGI", default=False) or _THREADED_WORKER) and env.bool(
     "DB_POOL", default=True
