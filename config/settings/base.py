@@ -90,6 +90,9 @@ DATABASES = {
 # connection, and gives it back while it waits on the engine. Prefork
 # workers keep persistent connections: a pool must not be inherited across
 # the prefork pool's forks.
+# How long a web process keeps an API key it looked up (core/auth.py): a
+# key revoked elsewhere still works there for up to this long. 0: never.
+AUTH_CACHE_SECONDS = env.float("AUTH_CACHE_SECONDS", default=2.0)
 # Run-starting requests (create, create-thread-and-run, submit tool
 # outputs) a web process serves at once; more wait their turn in order
 # (core/asgi_handler.py says why). Other requests are not limited.
@@ -101,7 +104,7 @@ WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=2)
 # machine), a saturated worker then delays API requests and the event
 # streams less than it delays its own runs. 0 leaves it as it is. Separate
 # machines or containers are unaffected either way.
-WORKER_NICE = env.int("WORKER_NICE", default=5)
+WORKER_NICE = env.int("WORKER_NICE", default=10)
 _THREADED_WORKER = WORKER_POOL == "threads"
 if (env.bool("AGENTS_ASGI", default=False) or _THREADED_WORKER) and env.bool(
     "DB_POOL", default=True
