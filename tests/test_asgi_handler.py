@@ -12,9 +12,24 @@ from asgiref.sync import async_to_sync
 from core.asgi_handler import SyncChainASGIHandler
 
 
-async def _get(app: Any, path: str) -> tuple[int, bytes]:
-    sent: list[dict[str, Any]] = []
+def _scope(method: str, path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1),
+        "scheme": "http",
+        "asgi": {"version": "3.0"},
+    }
 
+
+async def _request(app: Any, method: str, path: str) -> list[dict[str, Any]]:
+    """The messages ``app`` sent for a body-less request."""
+    sent: list[dict[str, Any]] = []
     calls = 0
 
     async def receive() -> dict[str, Any]:
@@ -28,19 +43,12 @@ async def _get(app: Any, path: str) -> tuple[int, bytes]:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [],
-        "server": ("test", 80),
-        "client": ("127.0.0.1", 1),
-        "scheme": "http",
-        "asgi": {"version": "3.0"},
-    }
-    await app(scope, receive, send)
+    await app(_scope(method, path), receive, send)
+    return sent
+
+
+async def _get(app: Any, path: str) -> tuple[int, bytes]:
+    sent = await _request(app, "GET", path)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(
         m.get("body", b"") for m in sent if m["type"] == "http.response.body"
@@ -70,21 +78,6 @@ def test_the_middleware_chain_is_built_for_sync_calls() -> None:
     assert not inspect.iscoroutinefunction(handler._middleware_chain)
 
 
-def _scope(method: str, path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [],
-        "server": ("test", 80),
-        "client": ("127.0.0.1", 1),
-        "scheme": "http",
-        "asgi": {"version": "3.0"},
-    }
-
-
 def test_run_starts_are_admitted_a_few_at_a_time_and_others_pass(
     settings: Any,
 ) -> None:
@@ -111,30 +104,17 @@ def test_run_starts_are_admitted_a_few_at_a_time_and_others_pass(
 
     handler.get_response = get_response  # type: ignore[method-assign]
 
-    async def call(method: str, path: str) -> None:
-        received = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal received
-            if not received:
-                received = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.Event().wait()  # the client stays connected
-            raise AssertionError("unreachable")
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
-        await handler(_scope(method, path), receive, send)
-
     async def scenario() -> None:
         starts = [
-            asyncio.create_task(call("POST", f"/v1/threads/thread_{i}/runs"))
+            asyncio.create_task(
+                _request(handler, "POST", f"/v1/threads/thread_{i}/runs")
+            )
             for i in range(6)
         ]
         await asyncio.sleep(0.05)  # two are in, four wait
         reads = [
-            asyncio.create_task(call("GET", "/v1/threads/thread_0")) for _ in range(3)
+            asyncio.create_task(_request(handler, "GET", "/v1/threads/thread_0"))
+            for _ in range(3)
         ]
         await asyncio.gather(*reads)
         # The reads did not wait behind the queued run starts.
