@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils import timezone
 
-from core.auth import forget_keys, redact
+from core.auth import redact
 from core.models import (
     ApiKey,
     LanguageModel,
@@ -75,7 +75,6 @@ class ProjectAdmin(admin.ModelAdmin):
 @admin.action(description="Revoke selected keys")
 def revoke_keys(modeladmin: Any, request: HttpRequest, queryset: Any) -> None:
     count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-    forget_keys()  # a bulk update sends no post_save
     messages.success(request, f"Revoked {count} key(s).")
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
-from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
@@ -17,7 +15,6 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from core.models import ApiKey, Project, hash_key
-from core.ttlcache import TtlCache
 
 # last_used_at is written at most this often per key: a write per request
 # would turn every read into a row update.
@@ -53,42 +50,6 @@ def _key_sql() -> str:
     )
 
 
-@dataclass
-class _Key:
-    id: str
-    project_id: str
-    organization_id: str
-    last_used_at: datetime | None
-
-
-# Keys by hash, kept per process for AUTH_CACHE_SECONDS: the lookup was a
-# PostgreSQL round trip on every request, the one each request waits for
-# first (under load, for a PostgreSQL backend to be scheduled). A revoked
-# or deleted key is refused at once by the process that revoked it (the
-# signals below; the admin's bulk revoke clears it too) and by the others
-# within those seconds. Unknown keys are not kept.
-_keys: TtlCache[str, _Key] = TtlCache(settings.AUTH_CACHE_SECONDS)
-
-
-def forget_keys(**_: Any) -> None:
-    """Drop this process's cached keys (after a key or project changed)."""
-    _keys.clear()
-
-
-post_save.connect(forget_keys, sender=ApiKey, dispatch_uid="auth-keys-saved")
-post_delete.connect(forget_keys, sender=ApiKey, dispatch_uid="auth-keys-deleted")
-post_delete.connect(forget_keys, sender=Project, dispatch_uid="auth-projects-deleted")
-
-
-def _lookup(hashed: str) -> _Key | None:
-    # One indexed query for just the columns a request needs, written out
-    # (the ORM's query building cost more CPU than PostgreSQL's answer).
-    with connection.cursor() as cursor:
-        cursor.execute(_key_sql(), [hashed])
-        found = cursor.fetchone()
-    return None if found is None else _Key(*found)
-
-
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Principal, ApiKey] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
@@ -101,30 +62,27 @@ class ApiKeyAuthentication(BaseAuthentication):
                 "Invalid Authorization header. Expected 'Authorization: Bearer "
                 "YOUR_KEY'."
             )
-        hashed = hash_key(raw)
-        found = _keys.get(hashed, lambda: _lookup(hashed))
+        # Every request pays for this lookup: one indexed query for just the
+        # columns a request needs, written out (the ORM's query building cost
+        # more CPU than PostgreSQL's answer). Other fields load lazily if
+        # something asks for them (nothing on the hot path does).
+        with connection.cursor() as cursor:
+            cursor.execute(_key_sql(), [hash_key(raw)])
+            found = cursor.fetchone()
         if found is None:
             raise AuthenticationFailed(f"Incorrect API key provided: {redact(raw)}.")
-        # Other fields load lazily if something asks for them (nothing on
-        # the hot path does).
+        key_id, project_id, organization_id, last_used_at = found
         project = Project.from_db(
-            "default",
-            ["id", "organization_id"],
-            [found.project_id, found.organization_id],
+            "default", ["id", "organization_id"], [project_id, organization_id]
         )
         key = ApiKey.from_db(
             "default",
             ["id", "project_id", "last_used_at"],
-            [found.id, found.project_id, found.last_used_at],
+            [key_id, project_id, last_used_at],
         )
         now = timezone.now()
-        if (
-            found.last_used_at is None
-            or now - found.last_used_at > LAST_USED_RESOLUTION
-        ):
-            # .update(), not save(): no post_save, the cache stays.
-            ApiKey.objects.filter(pk=found.id).update(last_used_at=now)
-            found.last_used_at = now
+        if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
         return Principal(project=project, api_key=key), key
 
     def authenticate_header(self, request: Request) -> str:

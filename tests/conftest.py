@@ -267,16 +267,6 @@ def http(live_server_url: str, live_tenant: Tenant) -> Iterator[httpx.Client]:
 # In-process (Django test client) fixtures: fast, rolled back after each test.
 
 
-@pytest.fixture(autouse=True)
-def _fresh_key_cache() -> Iterator[None]:
-    """Each test looks its keys up afresh: a key cached by an earlier test
-    (core/auth.py) may name a project that test's rollback removed."""
-    from core.auth import forget_keys
-
-    forget_keys()
-    yield
-
-
 @pytest.fixture
 def tenant(db: Any) -> Tenant:
     ensure_test_model()

@@ -90,9 +90,6 @@ DATABASES = {
 # connection, and gives it back while it waits on the engine. Prefork
 # workers keep persistent connections: a pool must not be inherited across
 # the prefork pool's forks.
-# How long a web process keeps an API key it looked up (core/auth.py): a
-# key revoked elsewhere still works there for up to this long. 0: never.
-AUTH_CACHE_SECONDS = env.float("AUTH_CACHE_SECONDS", default=2.0)
 # Run-starting requests (create, create-thread-and-run, submit tool
 # outputs) a web process serves at once; more wait their turn in order
 # (core/asgi_handler.py says why). Other requests are not limited.

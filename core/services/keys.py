@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.auth import forget_keys, redact
+from core.auth import redact
 from core.ids import random_token
 from core.models import ApiKey, Project, hash_key
 
@@ -61,6 +61,5 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
-    forget_keys()  # refused at once here; other processes within seconds
     api_key.refresh_from_db()
     return api_key
