@@ -483,6 +483,20 @@ def test_garbage_from_the_engine_fails_the_run(
     assert run.status == "failed"
     assert "OpenAI-compatible" in run.last_error.message
 
+    # Without tools the message and its step are written while the engine
+    # works on the first token; a failure then ends them with the run.
+    engine.script({"garbage": True})
+    plain = sdk.beta.assistants.create(model=FAKE_MODEL)
+    thread = _thread_with(sdk, "hello")
+    run = sdk.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=plain.id, poll_interval_ms=50
+    )
+    assert run.status == "failed"
+    steps = sdk.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id)
+    assert [(s.type, s.status) for s in steps.data] == [("message_creation", "failed")]
+    messages = sdk.beta.threads.messages.list(thread_id=thread.id, run_id=run.id)
+    assert [m.status for m in messages.data] == ["incomplete"]
+
 
 def test_a_worker_killed_mid_run_leaves_nothing_stuck_or_doubled(
     sdk: Any, assistant: Any, engine: Any, django_db_blocker: Any
