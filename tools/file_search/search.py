@@ -239,32 +239,7 @@ def _ranking_sql(where: str, *, index: bool, capped: bool) -> str:
         """
 
 
-def _ranking(
-    cursor: Any,
-    vector: list[float],
-    store_ids: Sequence[str],
-    where: str,
-    where_params: list[Any],
-    limit: int,
-    *,
-    index: bool,
-    cap: int | None = None,
-) -> list[tuple[int, float]] | None:
-    """Run one plan's query (``_ranking_sql``). The exact plan returns None
-    when more than ``cap`` rows pass (the estimate was wrong; the caller
-    takes the index)."""
-    params: list[Any] = [str(vector), list(store_ids), *where_params]
-    if index:
-        params.append(limit)
-    else:
-        params.extend([*([cap + 1] if cap is not None else []), limit])
-    cursor.execute(
-        _ranking_sql(where, index=index, capped=not index and cap is not None),
-        params,
-    )
-    rows = cursor.fetchall()
-    if not index and cap is not None and rows and int(rows[0][2]) > cap:
-        return None
+def _pairs(rows: Sequence[Sequence[Any]]) -> list[tuple[int, float]]:
     return [(int(r[0]), float(r[1])) for r in rows]
 
 
@@ -277,11 +252,23 @@ def _exact_ranking(
     limit: int,
     cap: int | None,
 ) -> list[tuple[int, float]] | None:
-    """Every distance over the rows that pass: the exact answer, or None when
-    more than ``cap`` rows pass."""
-    return _ranking(
-        cursor, vector, store_ids, where, where_params, limit, index=False, cap=cap
+    """Every distance over the rows that pass (``_ranking_sql``'s exact
+    plan): the exact answer, or None when more than ``cap`` rows pass (the
+    estimate was wrong; the caller takes the index)."""
+    cursor.execute(
+        _ranking_sql(where, index=False, capped=cap is not None),
+        [
+            str(vector),
+            list(store_ids),
+            *where_params,
+            *([cap + 1] if cap is not None else []),
+            limit,
+        ],
     )
+    rows = cursor.fetchall()
+    if cap is not None and rows and int(rows[0][2]) > cap:
+        return None
+    return _pairs(rows)
 
 
 # pgvector's upper bound for hnsw.ef_search, and its default for
@@ -349,10 +336,11 @@ def _hnsw_ranking(
         "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
         [str(params.ef_search), str(params.max_scan_tuples)],
     )
-    return (
-        _ranking(cursor, vector, store_ids, where, where_params, limit, index=True)
-        or []
+    cursor.execute(
+        _ranking_sql(where, index=True, capped=False),
+        [str(vector), list(store_ids), *where_params, limit],
     )
+    return _pairs(cursor.fetchall())
 
 
 # What visiting one candidate costs in the HNSW scan (the graph neighbours'
