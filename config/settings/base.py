@@ -90,18 +90,8 @@ DATABASES = {
 # connection, and gives it back while it waits on the engine. Prefork
 # workers keep persistent connections: a pool must not be inherited across
 # the prefork pool's forks.
-# Run-starting requests (create, create-thread-and-run, submit tool
-# outputs) a web process serves at once; more wait their turn in order
-# (core/asgi_handler.py says why). Other requests are not limited.
-WEB_RUN_START_CONCURRENCY = env.int("WEB_RUN_START_CONCURRENCY", default=2)
 WORKER_POOL = env.str("WORKER_POOL", default="prefork")
 WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=2)
-# Workers lower their own CPU priority by this much (os.nice) when they
-# start: where web processes and workers share cores (make run, one
-# machine), a saturated worker then delays API requests and the event
-# streams less than it delays its own runs. 0 leaves it as it is. Separate
-# machines or containers are unaffected either way.
-WORKER_NICE = env.int("WORKER_NICE", default=10)
 _THREADED_WORKER = WORKER_POOL == "threads"
 if (env.bool("AGENTS_ASGI", default=False) or _THREADED_WORKER) and env.bool(
     "DB_POOL", default=True
@@ -123,6 +113,16 @@ if (env.bool("AGENTS_ASGI", default=False) or _THREADED_WORKER) and env.bool(
         # (tests/test_restarts.py, bench/restart_bench.py).
         "reconnect_timeout": 10,
     }
+# Run-starting requests (create, create-thread-and-run, submit tool
+# outputs) a web process serves at once; more wait their turn in order
+# (core/asgi_handler.py says why). Other requests are not limited.
+WEB_RUN_START_CONCURRENCY = env.int("WEB_RUN_START_CONCURRENCY", default=2)
+# Workers lower their own CPU priority by this much (os.nice) when they
+# start: where web processes and workers share cores (make run, one
+# machine), a saturated worker then delays API requests and the event
+# streams less than it delays its own runs. 0 leaves it as it is. Separate
+# machines or containers are unaffected either way.
+WORKER_NICE = env.int("WORKER_NICE", default=10)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
