@@ -320,7 +320,7 @@ def _chunks_store(batch: list[Prepared], vectors: list[list[float]]) -> dict[str
             # took the GIL for ~0.3 s a batch, time the embedding thread
             # needs for its own Python.
             cursor.execute(
-                "UPDATE tools_vectorstorefile AS f SET status = %s, "
+                f'UPDATE "{VectorStoreFile._meta.db_table}" AS f SET status = %s, '
                 "last_error = NULL, usage_bytes = v.usage_bytes, "
                 "chunk_count = v.chunk_count "
                 "FROM unnest(%s::text[], %s::bigint[], %s::int[]) "
