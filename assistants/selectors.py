@@ -96,6 +96,17 @@ def thread_row_sql(*, project: Project, thread_id: str) -> Statement:
     )
 
 
+def active_run_sql(*, thread_id: str) -> Statement:
+    """The SELECT that finds an active run of thread ``thread_id``, for a
+    write that must not happen while one is (``core.db.insert_after_lock``)."""
+    holes = ", ".join(["%s"] * len(ACTIVE_RUN_STATUSES))
+    return (
+        f'SELECT 1 FROM "{Run._meta.db_table}" '
+        f"WHERE thread_id = %s AND status IN ({holes})",
+        [thread_id, *ACTIVE_RUN_STATUSES],
+    )
+
+
 def messages_of_thread_id(
     *, project: Project, thread_id: str, run_id: str | None = None
 ) -> QuerySet[Message]:

@@ -18,6 +18,7 @@ receivers.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +164,56 @@ def insert_under_lock(obj: Model, lock: Statement, *, using: str = "default") ->
         using=using,
     ) as cursor:
         inserted = int(cursor.rowcount) == 1
+    if inserted:
+        _inserted(obj, using)
+    return inserted
+
+
+def insert_after_lock(
+    obj: Model, lock: Statement, unless: Statement, *, using: str = "default"
+) -> bool | None:
+    """INSERT ``obj`` under the row lock of ``lock`` (a SELECT of one row)
+    unless ``unless`` (a SELECT) finds a row, as one transaction sent in one
+    round trip: ``BEGIN; lock FOR UPDATE; INSERT … WHERE EXISTS (lock) AND
+    NOT EXISTS (unless); COMMIT`` (the ORM's BEGIN, lock, check, INSERT and
+    COMMIT took five).
+
+    Two statements, not one with the lock in a CTE: in READ COMMITTED a
+    statement reads with the snapshot it began with, so a check in the
+    statement that waited for the lock would not see what the lock's
+    previous holder committed (a run started on the thread meanwhile). The
+    INSERT begins once the lock is held: its snapshot has it.
+
+    True when inserted; False when not (the row is missing or ``unless``
+    found one: the caller asks which); None, having done nothing, inside a
+    transaction (BEGIN and COMMIT would be the caller's).
+    """
+    connection = connections[using]
+    if connection.in_atomic_block or not connection.get_autocommit():
+        return None
+    sql, params = insert_sql(obj, using=using)
+    head, _, values = sql.partition(" VALUES ")
+    text = (
+        f"BEGIN; {lock[0]} FOR UPDATE; "
+        f"{head} SELECT {values[1:-1]} "
+        f"WHERE EXISTS ({lock[0]}) AND NOT EXISTS ({unless[0]}); COMMIT"
+    )
+    cursor = connection.cursor()
+    try:
+        cursor.execute(text, [*lock[1], *params, *lock[1], *unless[1]])
+        cursor.nextset()  # past BEGIN's result, to the lock's
+        cursor.nextset()  # to the INSERT's
+        inserted = int(cursor.rowcount) == 1
+    except BaseException:
+        # The statements after a failed one were skipped: the transaction
+        # is still open (aborted) on the server. End it before the
+        # connection serves anyone else (a connection that broke cannot,
+        # and is discarded anyway).
+        with contextlib.suppress(Exception):
+            cursor.execute("ROLLBACK")
+        cursor.close()
+        raise
+    cursor.close()
     if inserted:
         _inserted(obj, using)
     return inserted

@@ -3,13 +3,20 @@ database chose are loaded on access; a non-durable write is that alone."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from django.db import IntegrityError, connection, transaction
+from psycopg.pq import TransactionStatus
 
-from assistants.models import Message, Thread
+from assistants.models import Assistant, Message, Run, Thread
+from assistants.selectors import active_run_sql, thread_row_sql
 from core.db import (
     Sql,
+    Statement,
     execute,
+    insert_after_lock,
     insert_sql,
     insert_together,
     insert_under_lock,
@@ -17,7 +24,7 @@ from core.db import (
     update_sql,
     write_together,
 )
-from tests.conftest import Tenant
+from tests.conftest import TEST_MODEL, Tenant, ensure_test_model, make_tenant
 
 
 def _message(thread: Thread, text: str) -> Message:
@@ -108,3 +115,106 @@ def test_select_one_reads_a_row_as_a_query_would(tenant: Tenant) -> None:
     assert not found._state.adding  # a saved row: save() updates it
     # Every equality must hold: another project's id finds nothing.
     assert select_one(Thread, id=thread.pk, project_id="proj_other") is None
+
+
+def _active_run(tenant: Tenant, thread: Thread) -> Run:
+    ensure_test_model()
+    assistant = Assistant.objects.create(project=tenant.project, model=TEST_MODEL)
+    return Run.objects.create(
+        project=tenant.project,
+        thread=thread,
+        assistant_id=assistant.pk,
+        model=TEST_MODEL,
+        status="queued",
+    )
+
+
+def _lock_and_unless(thread_id: str) -> tuple[Statement, Statement]:
+    return thread_row_sql(
+        project=Thread.objects.get(pk=thread_id).project, thread_id=thread_id
+    ), active_run_sql(thread_id=thread_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_insert_after_lock_inserts_unless_the_check_finds_a_row() -> None:
+    tenant = make_tenant()
+    thread = Thread.objects.create(project=tenant.project)
+    lock, unless = _lock_and_unless(thread.pk)
+    first = _message(thread, "no run on the thread")
+    assert insert_after_lock(first, lock, unless) is True
+    assert Message.objects.filter(pk=first.pk).exists()
+    assert first.seq == Message.objects.get(pk=first.pk).seq  # loaded on access
+    # Another project's thread: the lock finds no row.
+    stranger = _message(thread, "not yours")
+    other = thread_row_sql(project=make_tenant().project, thread_id=thread.pk)
+    assert insert_after_lock(stranger, other, unless) is False
+    # An active run: the check finds it.
+    _active_run(tenant, thread)
+    blocked = _message(thread, "a run is active")
+    assert insert_after_lock(blocked, lock, unless) is False
+    assert not Message.objects.filter(pk__in=[stranger.pk, blocked.pk]).exists()
+    # Inside a transaction it does nothing: BEGIN and COMMIT are the caller's.
+    with transaction.atomic():
+        assert insert_after_lock(_message(thread, "x"), lock, unless) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_insert_after_lock_leaves_no_open_transaction_after_an_error() -> None:
+    tenant = make_tenant()
+    thread = Thread.objects.create(project=tenant.project)
+    lock, unless = _lock_and_unless(thread.pk)
+    kept = _message(thread, "kept")
+    kept.save()
+    clash = _message(thread, "same id")
+    clash.pk = kept.pk
+    with pytest.raises(IntegrityError):
+        insert_after_lock(clash, lock, unless)
+    # The aborted transaction was rolled back: the connection works, and
+    # holds no lock on the thread.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert insert_after_lock(_message(thread, "after"), lock, unless) is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_insert_after_lock_sees_a_run_started_while_it_waited() -> None:
+    # The race the two statements exist for: a run is inserted by the
+    # lock's holder and committed while the message waits for the lock. A
+    # check in the statement that waited would read the snapshot from
+    # before; the INSERT's own snapshot sees the run.
+    tenant = make_tenant()
+    thread = Thread.objects.create(project=tenant.project)
+    lock, unless = _lock_and_unless(thread.pk)
+    holding, release = threading.Event(), threading.Event()
+
+    def start_run() -> None:
+        try:
+            with transaction.atomic():
+                Thread.objects.select_for_update().get(pk=thread.pk)
+                _active_run(tenant, thread)
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    starter = threading.Thread(target=start_run)
+    starter.start()
+    assert holding.wait(10)
+    message = _message(thread, "while a run starts")
+    result: list[bool | None] = []
+    waiter = threading.Thread(
+        target=lambda: (
+            result.append(insert_after_lock(message, lock, unless)),
+            connection.close(),
+        )
+    )
+    waiter.start()
+    time.sleep(0.3)  # the message waits on the thread's lock
+    assert waiter.is_alive()
+    release.set()
+    starter.join(10)
+    waiter.join(10)
+    assert result == [False]
+    assert not Message.objects.filter(pk=message.pk).exists()

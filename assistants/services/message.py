@@ -10,7 +10,8 @@ from django.db import transaction
 from pydantic import AfterValidator, Discriminator, Field, Tag
 
 from assistants.models import Message, Thread
-from assistants.selectors import thread_lock_scoped
+from assistants.selectors import active_run_sql, thread_lock_scoped, thread_row_sql
+from core.db import insert_after_lock
 from core.models import Project
 from core.net.fetch import literal_refusal
 from core.selectors import ids_require
@@ -318,7 +319,6 @@ def thread_attachments_index(*, thread: Thread, messages: Sequence[Message]) -> 
     Thread.objects.filter(pk=thread.pk).update(tool_resources=resources)
 
 
-@transaction.atomic
 def message_create(
     *, project: Project, thread_id: str, data: MessageCreateInput
 ) -> Message:
@@ -329,7 +329,29 @@ def message_create(
     being deleted) takes the same lock, and checks on the thread's state
     belong right after it. Raises NotFoundError if the thread is gone, and
     InvalidRequestError for a file that is not the project's.
+
+    A message without attachments (the common case: nothing to check or
+    index) goes in as one round trip (``insert_after_lock``: the same lock,
+    the same active-run check); when that does not insert, the full path
+    below finds out why and says so.
     """
+    if not data.attachments:
+        (message,) = messages_build(
+            project=project, thread=Thread(id=thread_id, project=project), inputs=[data]
+        )
+        if insert_after_lock(
+            message,
+            thread_row_sql(project=project, thread_id=thread_id),
+            active_run_sql(thread_id=thread_id),
+        ):
+            return message
+    return _message_create_locked(project=project, thread_id=thread_id, data=data)
+
+
+@transaction.atomic
+def _message_create_locked(
+    *, project: Project, thread_id: str, data: MessageCreateInput
+) -> Message:
     locked = thread_lock_scoped(project=project, thread_id=thread_id)
     # Imported here: services.run imports this module for messages_build.
     from assistants.services.run import thread_assert_no_active_run
