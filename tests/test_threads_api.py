@@ -271,3 +271,22 @@ def test_the_admin_shows_a_threads_messages_read_only(
     )
     assert listing.status_code == 200
     assert listing.context["cl"].result_count == 1
+
+
+def test_an_empty_thread_is_one_insert(tenant: Tenant) -> None:
+    # No messages, no tool resources: the INSERT is a transaction of its
+    # own, with no savepoint or BEGIN/COMMIT around it (three round trips
+    # became one); a thread with messages still writes them all or none.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from assistants.services.thread import ThreadCreateInput, thread_create
+
+    with CaptureQueriesContext(connection) as queries:
+        thread = thread_create(
+            project=tenant.project, data=ThreadCreateInput(metadata={"k": "v"})
+        )
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+    stored = Thread.objects.get(pk=thread.pk)
+    assert stored.metadata == {"k": "v"} and stored.tool_resources == {}
+    assert thread.seq == stored.seq
