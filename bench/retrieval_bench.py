@@ -360,14 +360,13 @@ class BuildReport:
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_SMALL = "synthetic-small"
-# Index definitions as the migrations create them (tools/models.py).
-HNSW_SQL = (
-    "CREATE INDEX chunk_embedding_hnsw ON tools_chunk USING hnsw "
-    "(embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-)
-GIN_SQL = (
-    "CREATE INDEX chunk_attributes ON tools_chunk USING gin (attributes jsonb_path_ops)"
-)
+# How the rows lie in the table (``--layout``). "files": grouped by their
+# first document, whose number fixes the attribute ``bucket``: like the
+# platform's chunks, whose attributes are their file's and which ingestion
+# writes a file at a time, so rows sharing attributes are neighbours on disk.
+# "rows": in row number order, neighbours never share a bucket: the worst
+# case for a filtered exact scan (a store of one-chunk files).
+LAYOUTS = ("files", "rows")
 
 
 def base_vectors(base_store: str, col: Collection) -> Any:
@@ -398,21 +397,30 @@ def base_vectors(base_store: str, col: Collection) -> Any:
     return vectors
 
 
-def synthetic_vectors(base: Any, start: int, stop: int, noise: float) -> Any:
-    """Rows ``start..stop-1``: each the sum of two real document embeddings
-    (a pair of its own, so no two rows share a direction, and rows lie
-    among real text's embeddings rather than in isotropic noise), plus
-    uniform noise, normalised. Deterministic in the row number."""
+def synthetic_vectors(base: Any, g: Any, noise: float, seed: int) -> Any:
+    """Rows numbered ``g``: each the sum of two real document embeddings (a
+    pair of its own, so no two rows share a direction, and rows lie among
+    real text's embeddings rather than in isotropic noise), plus uniform
+    noise, normalised. Deterministic in the row numbers and ``seed``."""
     import numpy as np
 
     n = len(base)
-    g = np.arange(start, stop)
     a = g % n
     b = (g % n + 1 + (g // n) * 37) % n
-    rng = np.random.default_rng(start)
+    rng = np.random.default_rng(seed)
     v = base[a] + base[b] + (rng.random((len(g), base.shape[1])) - 0.5) * noise
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     return v.astype(np.float32)
+
+
+def row_order(start: int, stop: int, bases: int, layout: str) -> Any:
+    """Rows ``start..stop-1`` in the order they are written (``LAYOUTS``)."""
+    import numpy as np
+
+    g = np.arange(start, stop)
+    if layout == "files":
+        g = g[np.argsort(g % bases, kind="stable")]
+    return g
 
 
 def _synthetic_store(project: Any, name: str) -> tuple[Any, str]:
@@ -433,10 +441,16 @@ def _synthetic_store(project: Any, name: str) -> tuple[Any, str]:
 
 
 def _copy_rows(
-    store_id: str, vsf_id: str, base: Any, start: int, stop: int, noise: float
+    store_id: str,
+    vsf_id: str,
+    base: Any,
+    start: int,
+    stop: int,
+    noise: float,
+    layout: str,
 ) -> None:
     """COPY (binary) rows ``start..stop-1`` of a synthetic store, with the
-    attribute ``bucket`` = row mod 100."""
+    attribute ``bucket`` = row mod 100, in the ``layout``'s order."""
     from django.db import connection
     from pgvector.psycopg import register_vector
 
@@ -444,10 +458,11 @@ def _copy_rows(
     raw = connection.connection
     register_vector(raw)
     step = 20_000
+    order = row_order(start, stop, len(base), layout)
     with raw.cursor() as cursor:
-        for lo in range(start, stop, step):
-            hi = min(stop, lo + step)
-            vectors = synthetic_vectors(base, lo, hi, noise)
+        for lo in range(0, len(order), step):
+            rows = order[lo : lo + step]
+            vectors = synthetic_vectors(base, rows, noise, seed=start + lo)
             with cursor.copy(
                 "COPY tools_chunk (vector_store_id, vector_store_file_id, file_id, "
                 "position, text, tokens, attributes, embedding) "
@@ -456,7 +471,7 @@ def _copy_rows(
                 copy.set_types(
                     ["text", "text", "text", "int4", "text", "int4", "jsonb", "vector"]
                 )
-                for g, vector in zip(range(lo, hi), vectors, strict=True):
+                for g, vector in zip(rows.tolist(), vectors, strict=True):
                     copy.write_row(
                         (
                             store_id,
@@ -469,7 +484,8 @@ def _copy_rows(
                             vector,
                         )
                     )
-            print(f"    {hi - start} of {stop - start} rows copied", flush=True)
+            done = min(len(order), lo + step)
+            print(f"    {done} of {len(order)} rows copied", flush=True)
 
 
 def scale_build(
@@ -478,6 +494,7 @@ def scale_build(
     size: int,
     *,
     noise: float,
+    layout: str,
     fresh: bool,
     build_mem: str,
     build_workers: int,
@@ -492,9 +509,19 @@ def scale_build(
     """
     from django.db import connection
 
+    from tools.models import chunk_index_sql
+
+    hnsw_sql = chunk_index_sql("chunk_embedding_hnsw")
     store, vsf_id = _synthetic_store(project, SYNTHETIC)
     small, small_vsf = _synthetic_store(project, SYNTHETIC_SMALL)
-    want = {"bench_size": size, "noise": noise, "bases": len(base)}
+    want = {
+        "bench_size": size,
+        "noise": noise,
+        "bases": len(base),
+        "layout": layout,
+        # A data set indexed under another definition is rebuilt.
+        "hnsw": hnsw_sql,
+    }
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT vector_store_id, count(*) FROM tools_chunk "
@@ -520,8 +547,9 @@ def scale_build(
     report = BuildReport(size=size, reused=False)
     grow = (
         not fresh
-        and store.metadata.get("noise") == noise
-        and store.metadata.get("bases") == len(base)
+        and all(
+            store.metadata.get(key) == want[key] for key in ("noise", "bases", "layout")
+        )
         and have.get(store.id, 0) < size
     )
     start = have.get(store.id, 0) if grow else 0
@@ -536,11 +564,14 @@ def scale_build(
                 "DELETE FROM tools_chunk WHERE vector_store_id = %s", [store.id]
             )
         cursor.execute("DELETE FROM tools_chunk WHERE vector_store_id = %s", [small.id])
+        # The deleted rows' space is taken again by the new ones, in order:
+        # the layout holds, and the table does not double.
+        cursor.execute("VACUUM tools_chunk")
     t0 = time.monotonic()
-    _copy_rows(store.id, vsf_id, base, start, size, noise)
+    _copy_rows(store.id, vsf_id, base, start, size, noise, layout)
     # The small store's rows are other rows of the same family (offset so
     # they are not copies of the big store's).
-    _copy_rows(small.id, small_vsf, base, 10**8, 10**8 + size // 100, noise)
+    _copy_rows(small.id, small_vsf, base, 10**8, 10**8 + size // 100, noise, layout)
     report.copy_seconds = round(time.monotonic() - t0, 1)
     copied = size - start + size // 100
     report.copy_rows_per_s = round(copied / max(report.copy_seconds, 1e-9))
@@ -556,7 +587,7 @@ def scale_build(
             flush=True,
         )
         t0 = time.monotonic()
-        cursor.execute(HNSW_SQL)
+        cursor.execute(hnsw_sql)
         report.hnsw_build_seconds = round(time.monotonic() - t0, 1)
         report.hnsw_build_rows_per_s = round(
             total / max(report.hnsw_build_seconds, 1e-9)
@@ -567,7 +598,7 @@ def scale_build(
             flush=True,
         )
         t0 = time.monotonic()
-        cursor.execute(GIN_SQL)
+        cursor.execute(chunk_index_sql("chunk_attributes"))
         report.gin_build_seconds = round(time.monotonic() - t0, 1)
         cursor.execute("RESET maintenance_work_mem")
         cursor.execute("RESET max_parallel_maintenance_workers")
@@ -586,6 +617,34 @@ FILTERS: list[tuple[str, float, str, Any]] = [
     ("1%", 0.01, SYNTHETIC, ("eq", 7)),
     ("store 1%", 0.01, SYNTHETIC_SMALL, None),
 ]
+
+
+def _settle() -> None:
+    """Measure a server in its steady state, not one still writing out the
+    index it just built: a CHECKPOINT first (else the checkpointer flushes
+    the new index's pages during the searches), and the chunks' table and
+    indexes read into shared buffers with pg_prewarm (PostgreSQL's own
+    extension) as a server under search load has them."""
+    from django.db import DatabaseError, connection
+
+    with connection.cursor() as cursor:
+        t0 = time.monotonic()
+        cursor.execute("CHECKPOINT")
+        try:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        except DatabaseError:
+            print("  pg_prewarm is not available: measuring from a cold cache")
+            return
+        cursor.execute(
+            "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c "
+            "WHERE c.oid = 'tools_chunk'::regclass OR c.oid IN ("
+            "SELECT indexrelid FROM pg_index WHERE indrelid = 'tools_chunk'::regclass)"
+        )
+        pages = cursor.fetchone()[0]
+        print(
+            f"  checkpoint and prewarm: {pages} pages in {time.monotonic() - t0:.1f}s",
+            flush=True,
+        )
 
 
 def scale_measure(
@@ -614,6 +673,7 @@ def scale_measure(
         name: VectorStore.objects.filter(name=name).order_by("-seq").first().id  # type: ignore[union-attr]
         for name in (SYNTHETIC, SYNTHETIC_SMALL)
     }
+    _settle()
     rows = []
     with override_settings(SEARCH_HNSW_EF_SEARCH=ef_search):
         for name, share, store_name, spec in FILTERS:
@@ -675,6 +735,7 @@ def scale_phase(
     exact_queries: int,
     ef_search: int,
     noise: float,
+    layout: str,
     limit: int,
     fresh: bool,
     build_mem: str,
@@ -685,6 +746,13 @@ def scale_phase(
     from tools.models import VectorStore
 
     project = Project.objects.get(pk=project_id)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW shared_buffers")
+        # The searches read the index and rows from PostgreSQL's buffers,
+        # or from the kernel's cache past them (POSTGRES_SHARED_BUFFERS).
+        print(f"  shared_buffers {cursor.fetchone()[0]}, layout {layout}")
     if base_store == "latest":
         base_store = (
             VectorStore.objects.filter(name="retrieval-bench")
@@ -704,6 +772,7 @@ def scale_phase(
                 base,
                 size,
                 noise=noise,
+                layout=layout,
                 fresh=fresh,
                 build_mem=build_mem,
                 build_workers=build_workers,
@@ -766,6 +835,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--exact-queries", type=int, default=50)
     parser.add_argument("--ef-search", type=int, default=100)
     parser.add_argument("--noise", type=float, default=0.03)
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="files",
+        help="how the synthetic rows lie in the table: grouped by file (as "
+        "ingestion writes them) or in row order (the worst case for a "
+        "filtered exact scan)",
+    )
     parser.add_argument("--uploaders", type=int, default=4)
     parser.add_argument(
         "--base-store",
@@ -862,6 +939,7 @@ def main(argv: list[str]) -> int:
                 exact_queries=args.exact_queries,
                 ef_search=args.ef_search,
                 noise=args.noise,
+                layout=args.layout,
                 limit=args.limit,
                 fresh=args.fresh,
                 build_mem=args.build_mem,

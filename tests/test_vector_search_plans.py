@@ -19,10 +19,12 @@ from tools.file_search.search import (
     CompoundFilter,
     Filter,
     VectorRanking,
+    _exact_ranking,
+    filter_sql,
     hnsw_params,
     vector_ranking,
 )
-from tools.models import Chunk, File, VectorStore, VectorStoreFile
+from tools.models import Chunk, File, VectorStore, VectorStoreFile, chunk_index_sql
 
 DIM = 384
 BIG = 2000
@@ -80,10 +82,7 @@ def stores(tenant: Any) -> dict[str, str]:
         # INDEX refuses a table with pending trigger events.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute("SET CONSTRAINTS ALL DEFERRED")
-        cursor.execute(
-            "CREATE INDEX chunk_embedding_hnsw ON tools_chunk USING hnsw "
-            "(embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-        )
+        cursor.execute(chunk_index_sql("chunk_embedding_hnsw"))
         # Fresh statistics, as autovacuum keeps them: the plan choice reads
         # the planner's estimates.
         cursor.execute("ANALYZE tools_chunk")
@@ -250,6 +249,11 @@ def test_the_beam_widens_with_the_candidates_a_filter_needs() -> None:
         rare = hnsw_params(40, 100, 100_000)
         assert rare.ef_search == 1000
         assert rare.max_scan_tuples == 20_000
+        # A bigger graph needs a wider beam for the same recall: 1.5 x at
+        # 1M chunks, 2 x at 10M, for the floor and a filter's beam alike.
+        assert hnsw_params(40, None, 1_000_000).ef_search == 150
+        assert hnsw_params(40, None, 10_000_000).ef_search == 200
+        assert hnsw_params(40, 100_000, 1_000_000).ef_search == 540
 
 
 @override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
@@ -298,3 +302,47 @@ def test_a_short_wide_beam_resumes_the_walk_before_going_exact(
             )
         }
         _assert_exact(VectorRanking(ranking.rows[:10], ranking.plan, None), truth[:10])
+
+
+def test_an_exact_scan_past_its_cap_gives_way_to_the_index(
+    stores: dict[str, str],
+) -> None:
+    # Statistics say no row is tagged "new"; then every row of the big
+    # store is. The estimate (almost none) picks the exact plan; its cap
+    # (4 x 100 rows) is passed, so the index answers, and still right.
+    Chunk.objects.filter(vector_store_id=stores["big"]).update(
+        attributes={"tag": "new"}
+    )
+    flt = ComparisonFilter(type="eq", key="tag", value="new")
+    vector = _query(0)
+    with override_settings(SEARCH_EXACT_MAX_ROWS=100, SEARCH_HNSW_EF_SEARCH=1000):
+        ranking = _search(stores["big"], vector, flt)
+    assert ranking.estimated_rows is not None
+    assert ranking.estimated_rows <= 100
+    assert ranking.plan == "hnsw"
+    _assert_exact(ranking, _truth(stores["big"], vector, lambda a: True, 10))
+
+
+def test_exact_scan_marks_a_cut_short_answer(stores: dict[str, str]) -> None:
+    # The exact query itself: under its cap it answers; one row over, it
+    # says so (None) rather than answer from the rows it read.
+    vector = _query(1)
+    params: list[Any] = []
+    where = filter_sql(ComparisonFilter(type="eq", key="bucket", value=7), params)
+    with transaction.atomic(), connection.cursor() as cursor:
+        passing = Chunk.objects.filter(
+            vector_store_id=stores["big"], attributes__bucket=7
+        ).count()
+        assert passing == BIG // 100
+        full = _exact_ranking(cursor, vector, [stores["big"]], where, params, 5, None)
+        capped = _exact_ranking(
+            cursor, vector, [stores["big"]], where, params, 5, passing
+        )
+        over = _exact_ranking(
+            cursor, vector, [stores["big"]], where, params, 5, passing - 1
+        )
+    truth = _truth(stores["big"], vector, lambda a: a.get("bucket") == 7, 5)
+    assert capped == full
+    assert full is not None
+    _assert_exact(VectorRanking(full, "exact", None), truth)
+    assert over is None

@@ -48,6 +48,18 @@ SERVER_SETTINGS = {
 }
 
 
+def server_settings() -> dict[str, str]:
+    """SERVER_SETTINGS with the operator's ``POSTGRES_SHARED_BUFFERS``: the
+    HNSW graph of a million chunks (2 GB) and its rows (2 GB) must stay in
+    memory for a search to read no page from the kernel's cache; 256 MB
+    suits a laptop with a few thousand files."""
+    out = dict(SERVER_SETTINGS)
+    buffers = os.environ.get("POSTGRES_SHARED_BUFFERS", "").strip()
+    if buffers:
+        out["shared_buffers"] = buffers
+    return out
+
+
 def _bin_dir() -> Path:
     # find_spec, not import: the package's __init__ starts platform probes
     # we do not need.
@@ -132,7 +144,7 @@ class EmbeddedPostgres:
             "-k",
             str(self.socket_dir),
         ]
-        for key, value in SERVER_SETTINGS.items():
+        for key, value in server_settings().items():
             args += ["-c", f"{key}={value}"]
         logfile = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115
         log(f"starting PostgreSQL (socket {self.socket_dir})")

@@ -211,31 +211,54 @@ def _estimate_rows(
     return float(plan[0]["Plan"]["Plan Rows"])
 
 
-def _ranking_sql(where: str, *, index: bool, capped: bool) -> str:
-    """The vector query of both plans: one text, so they cannot drift apart.
+def _ranking_sql(where: str, *, index: bool, capped: bool = False) -> str:
+    """The vector query of both plans: one WHERE, so they cannot drift apart.
 
     ``index``: ``ORDER BY distance LIMIT`` inside the CTE, which is what lets
-    PostgreSQL answer it from the HNSW index. Without it (the exact plan) the
-    CTE has no ORDER BY, so the index cannot serve it: the rows come from the
-    store's btree, the attributes' GIN index or a sequential scan, every
-    distance is computed, and the number of rows that passed comes back too
-    (``capped``: at most ``cap + 1`` are read, so an estimate that was far
-    off costs a bounded scan). Either way the outer query sorts by distance
-    then id: the HNSW scan's relaxed order is only approximately sorted, and
-    ties must not depend on the plan."""
+    PostgreSQL answer it from the HNSW index; the outer query sorts again by
+    distance then id (the scan's relaxed order is only approximately sorted,
+    and ties must not depend on the plan).
+
+    Exact: the rows come from the store's btree, the attributes' GIN index
+    or a sequential scan, and every distance is computed in one pass that
+    keeps only the nearest (a top-N sort; nothing is stored per row, which
+    was a quarter of the time when 10,000 rows passed). The subquery is what
+    keeps the HNSW index out of it. ``capped``: the subquery reads at most
+    the cap + 1 rows, ``row_number`` marks the row past the cap, and
+    ordering on that mark first brings it to the top when it exists, so one
+    query both answers and tells that its answer was cut short (the marker
+    costs ~0.5 us a row here: 10,000 rows took 23 ms with it, 17 without)."""
     if index:
-        inner, count, outer = "ORDER BY distance LIMIT %s", "", ""
-    else:
-        inner = "LIMIT %s" if capped else ""
-        count, outer = ", (SELECT count(*) FROM hits)", " LIMIT %s"
-    return f"""
+        return f"""
         WITH hits AS MATERIALIZED (
             SELECT id, embedding <=> %s::vector AS distance
             FROM tools_chunk
             WHERE vector_store_id = ANY(%s) AND {where}
-            {inner}
+            ORDER BY distance LIMIT %s
         )
-        SELECT id, distance{count} FROM hits ORDER BY distance, id{outer}
+        SELECT id, distance FROM hits ORDER BY distance, id
+        """
+    if not capped:
+        return f"""
+        SELECT id, distance FROM (
+            SELECT id, embedding <=> %s::vector AS distance
+            FROM tools_chunk
+            WHERE vector_store_id = ANY(%s) AND {where}
+            OFFSET 0
+        ) passing
+        ORDER BY distance, id LIMIT %s
+        """
+    return f"""
+        SELECT id, distance, n FROM (
+            SELECT id, distance, row_number() OVER () AS n FROM (
+                SELECT id, embedding <=> %s::vector AS distance
+                FROM tools_chunk
+                WHERE vector_store_id = ANY(%s) AND {where}
+                OFFSET 0
+            ) scored
+            LIMIT %s
+        ) passing
+        ORDER BY n > %s DESC, distance, id LIMIT %s
         """
 
 
@@ -255,18 +278,15 @@ def _exact_ranking(
     """Every distance over the rows that pass (``_ranking_sql``'s exact
     plan): the exact answer, or None when more than ``cap`` rows pass (the
     estimate was wrong; the caller takes the index)."""
+    params = [str(vector), list(store_ids), *where_params]
+    if cap is None:
+        cursor.execute(_ranking_sql(where, index=False), [*params, limit])
+        return _pairs(cursor.fetchall())
     cursor.execute(
-        _ranking_sql(where, index=False, capped=cap is not None),
-        [
-            str(vector),
-            list(store_ids),
-            *where_params,
-            *([cap + 1] if cap is not None else []),
-            limit,
-        ],
+        _ranking_sql(where, index=False, capped=True), [*params, cap + 1, cap, limit]
     )
     rows = cursor.fetchall()
-    if cap is not None and rows and int(rows[0][2]) > cap:
+    if rows and int(rows[0][2]) > cap:
         return None
     return _pairs(rows)
 
@@ -304,15 +324,33 @@ class HnswParams:
     max_scan_tuples: int
 
 
+def beam_scale(table: float) -> float:
+    """How much wider a beam must be on a graph of ``table`` chunks for the
+    recall it has at 100,000: a walk misses more of the true neighbours as
+    the graph grows (each layer's greedy step skips more of them). On
+    bench/retrieval_bench.py's chunks (ef_construction 128), unfiltered
+    recall@10 at ef_search 100 was 0.988 at 100k and 0.944 at 1M; at 1M,
+    130 gave 0.954 and 160 0.958 (p95 8.6 and 9.0 ms). 1.5 at 1M, 2 at
+    10M."""
+    if table <= 100_000:
+        return 1.0
+    return 1.0 + 0.5 * math.log10(table / 100_000)
+
+
 def hnsw_params(limit: int, passing: float | None, table: float) -> HnswParams:
     """hnsw.ef_search and hnsw.max_scan_tuples for a scan that must return
     ``limit`` rows when ``passing`` of the ``table``'s chunks pass the store
     scope and filters (None: unknown, the configured breadth)."""
-    floor = max(int(getattr(settings, "SEARCH_HNSW_EF_SEARCH", 100)), limit)
+    scale = beam_scale(table)
+    floor = max(
+        math.ceil(int(getattr(settings, "SEARCH_HNSW_EF_SEARCH", 100)) * scale), limit
+    )
     candidates = float(limit)
     if passing is not None and table > 0:
         candidates = limit * table / max(passing, 1.0)
-    ef = min(_HNSW_MAX_EF, max(floor, math.ceil(_EF_PER_CANDIDATE * candidates)))
+    ef = min(
+        _HNSW_MAX_EF, max(floor, math.ceil(_EF_PER_CANDIDATE * candidates * scale))
+    )
     # Beyond the widest beam, resumed batches must make up the rest.
     visits = max(_VISITS_PER_EF * ef, math.ceil(4 * candidates))
     return HnswParams(ef_search=ef, max_scan_tuples=min(visits, _HNSW_MAX_SCAN_TUPLES))
@@ -337,7 +375,7 @@ def _hnsw_ranking(
         [str(params.ef_search), str(params.max_scan_tuples)],
     )
     cursor.execute(
-        _ranking_sql(where, index=True, capped=False),
+        _ranking_sql(where, index=True),
         [str(vector), list(store_ids), *where_params, limit],
     )
     return _pairs(cursor.fetchall())
@@ -364,6 +402,20 @@ def _exact_max_rows(limit: int, floor: int, table: float) -> int:
     6,000 rows at 100k chunks for 40 results, 19,000 at 1M).
     ``floor`` (``SEARCH_EXACT_MAX_ROWS``) is the least."""
     return max(floor, int(math.sqrt(_HNSW_VISIT_COST * limit * table)))
+
+
+def _exact_cap(flt: Filter | None, bound: int) -> int | None:
+    """The most rows an exact scan chosen for an estimate of at most
+    ``bound`` may read before it gives way to the index (None: no cap).
+
+    A filter's estimate can be far off (attributes whose values the
+    column's statistics do not cover get a fixed guess): past four times
+    the bound, the index answers instead. A store's own rows are counted in
+    the statistics of ``vector_store_id``, which autovacuum refreshes after
+    a tenth of the table changed; a store grown since then costs an exact
+    scan proportionally longer, still exact, and no cap marker on every
+    search (about a third more time)."""
+    return None if flt is None else 4 * bound
 
 
 def _index_served(flt: Filter | None) -> bool:
@@ -400,17 +452,15 @@ def vector_ranking(
     # Under the floor the table's size does not matter: one query fewer.
     if reads is not None and reads <= floor:
         rows = _exact_ranking(
-            cursor, vector, store_ids, where, params, limit, cap=4 * floor
+            cursor, vector, store_ids, where, params, limit, _exact_cap(flt, floor)
         )
         if rows is not None:
             return VectorRanking(rows, "exact", estimate)
     table = _table_rows(cursor)
     exact_max = _exact_max_rows(limit, floor, table)
     if reads is not None and floor < reads <= exact_max:
-        # The estimate may be off (statistics not yet analyzed for a new
-        # store): past four times the bound, the index answers instead.
         rows = _exact_ranking(
-            cursor, vector, store_ids, where, params, limit, cap=4 * exact_max
+            cursor, vector, store_ids, where, params, limit, _exact_cap(flt, exact_max)
         )
         if rows is not None:
             return VectorRanking(rows, "exact", estimate)
@@ -425,7 +475,12 @@ def vector_ranking(
         # queries with a 10 % filter). Scan again, resuming the walk batch
         # after batch, before paying for an exact scan of every passing row
         # (~2 s at 1M chunks).
-        ef = max(int(getattr(settings, "SEARCH_HNSW_EF_SEARCH", 100)), limit)
+        ef = max(
+            math.ceil(
+                int(getattr(settings, "SEARCH_HNSW_EF_SEARCH", 100)) * beam_scale(table)
+            ),
+            limit,
+        )
         rows = _hnsw_ranking(
             cursor,
             vector,
