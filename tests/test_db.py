@@ -129,17 +129,18 @@ def _active_run(tenant: Tenant, thread: Thread) -> Run:
     )
 
 
-def _lock_and_unless(thread_id: str) -> tuple[Statement, Statement]:
-    return thread_row_sql(
-        project=Thread.objects.get(pk=thread_id).project, thread_id=thread_id
-    ), active_run_sql(thread_id=thread_id)
+def _locked_insert_setup() -> tuple[Tenant, Thread, Statement, Statement]:
+    """A new tenant's thread, and what message create passes to
+    ``insert_after_lock``: the thread's row to lock, the active-run check."""
+    tenant = make_tenant()
+    thread = Thread.objects.create(project=tenant.project)
+    lock = thread_row_sql(project=tenant.project, thread_id=thread.pk)
+    return tenant, thread, lock, active_run_sql(thread_id=thread.pk)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_insert_after_lock_inserts_unless_the_check_finds_a_row() -> None:
-    tenant = make_tenant()
-    thread = Thread.objects.create(project=tenant.project)
-    lock, unless = _lock_and_unless(thread.pk)
+    tenant, thread, lock, unless = _locked_insert_setup()
     first = _message(thread, "no run on the thread")
     assert insert_after_lock(first, lock, unless) is True
     assert Message.objects.filter(pk=first.pk).exists()
@@ -160,9 +161,7 @@ def test_insert_after_lock_inserts_unless_the_check_finds_a_row() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_insert_after_lock_leaves_no_open_transaction_after_an_error() -> None:
-    tenant = make_tenant()
-    thread = Thread.objects.create(project=tenant.project)
-    lock, unless = _lock_and_unless(thread.pk)
+    _, thread, lock, unless = _locked_insert_setup()
     kept = _message(thread, "kept")
     kept.save()
     clash = _message(thread, "same id")
@@ -184,9 +183,7 @@ def test_insert_after_lock_sees_a_run_started_while_it_waited() -> None:
     # lock's holder and committed while the message waits for the lock. A
     # check in the statement that waited would read the snapshot from
     # before; the INSERT's own snapshot sees the run.
-    tenant = make_tenant()
-    thread = Thread.objects.create(project=tenant.project)
-    lock, unless = _lock_and_unless(thread.pk)
+    tenant, thread, lock, unless = _locked_insert_setup()
     holding, release = threading.Event(), threading.Event()
 
     def start_run() -> None:
