@@ -23,9 +23,10 @@ scale       synthetic chunks are COPY'd straight into the chunks table
             the sum of two real document embeddings (the quality phase's
             chunks, or the collection's documents embedded here) plus a
             little uniform noise, normalised, with an attribute ``bucket``
-            = row mod 100; a second store holds 1 % as many rows. The HNSW
-            and attributes indexes are dropped for the load and built once
-            after it (build time reported), then VACUUM ANALYZE. The data set
+            = row mod 100 (rows grouped by file, ``--layout``); a second
+            store holds 1 % as many rows. The HNSW and attributes indexes
+            are dropped for the load and built once after it (build time
+            reported), then VACUUM ANALYZE. The data set
             stays in DATA_DIR and is reused by the next run of the same size
             (``--fresh`` rebuilds it), so the 1M build happens once. For each
             size (``--sizes``/``--scale``: 100k, 1m) the database part of a
