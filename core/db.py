@@ -150,16 +150,23 @@ def write_together(
         return int(cursor.rowcount)
 
 
+def _insert_select(obj: Model, *, using: str) -> Statement:
+    """``insert_sql`` as ``INSERT … SELECT <values>``, for the FROM or WHERE
+    that decides whether the row goes in."""
+    sql, params = insert_sql(obj, using=using)
+    head, _, values = sql.partition(" VALUES ")
+    return f"{head} SELECT {values[1:-1]}", params
+
+
 def insert_under_lock(obj: Model, lock: Statement, *, using: str = "default") -> bool:
     """INSERT ``obj`` only if ``lock`` (a SELECT of one row) finds its row,
     holding that row's lock (``FOR UPDATE``) for the statement: one round
     trip and one implicit transaction where BEGIN, SELECT … FOR UPDATE,
     INSERT and COMMIT took four. False when the row was not found (nothing
     inserted)."""
-    sql, params = insert_sql(obj, using=using)
-    head, _, values = sql.partition(" VALUES ")
+    insert, params = _insert_select(obj, using=using)
     with execute(
-        f"WITH lock AS ({lock[0]} FOR UPDATE) {head} SELECT {values[1:-1]} FROM lock",
+        f"WITH lock AS ({lock[0]} FOR UPDATE) {insert} FROM lock",
         [*lock[1], *params],
         using=using,
     ) as cursor:
@@ -191,11 +198,9 @@ def insert_after_lock(
     connection = connections[using]
     if connection.in_atomic_block or not connection.get_autocommit():
         return None
-    sql, params = insert_sql(obj, using=using)
-    head, _, values = sql.partition(" VALUES ")
+    insert, params = _insert_select(obj, using=using)
     text = (
-        f"BEGIN; {lock[0]} FOR UPDATE; "
-        f"{head} SELECT {values[1:-1]} "
+        f"BEGIN; {lock[0]} FOR UPDATE; {insert} "
         f"WHERE EXISTS ({lock[0]}) AND NOT EXISTS ({unless[0]}); COMMIT"
     )
     cursor = connection.cursor()
