@@ -44,19 +44,16 @@ def thread_create(*, project: Project, data: ThreadCreateInput) -> Thread:
     its ``tool_resources`` behind. Raises InvalidRequestError naming the
     field.
     """
+    thread = Thread(project=project, metadata=data.metadata or {})
     if not data.messages and data.tool_resources is None:
         # One INSERT is a transaction of its own: one round trip where
         # BEGIN, INSERT and COMMIT took three.
-        thread = Thread(project=project, metadata=data.metadata or {})
         thread.save()
         return thread
     with transaction.atomic():
-        thread = Thread(
-            project=project,
-            metadata=data.metadata or {},
-            tool_resources=tool_resources_resolve(
-                project=project, resources=data.tool_resources
-            ),
+        # Inline vector stores are created here: inside the transaction.
+        thread.tool_resources = tool_resources_resolve(
+            project=project, resources=data.tool_resources
         )
         messages = messages_build(
             project=project,
