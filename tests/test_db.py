@@ -215,3 +215,41 @@ def test_insert_after_lock_sees_a_run_started_while_it_waited() -> None:
     waiter.join(10)
     assert result == [False]
     assert not Message.objects.filter(pk=message.pk).exists()
+
+
+def test_a_compare_and_swap_finds_its_row_by_primary_key(tenant: Tenant) -> None:
+    """The claim's UPDATE must not walk the reaper's partial index on the
+    runs' status: that index holds every active run (and, between vacuums,
+    the dead entries of finished ones), so a claim through it cost time in
+    proportion to the runs in flight."""
+    from assistants.runs.state import _update
+
+    runs = []
+    for _ in range(30):
+        thread = Thread.objects.create(project=tenant.project)
+        runs.append(_active_run(tenant, thread))
+    # The statistics of a quiet moment (no active run), then a burst: the
+    # planner then thinks the partial index nearly empty.
+    ids = [run.pk for run in runs]
+    Run.objects.filter(pk__in=ids).update(status="completed")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE assistants_run")
+    Run.objects.filter(pk__in=ids).update(status="queued")
+    sql, params = _update(
+        runs[0].pk,
+        source=["queued"],
+        target="in_progress",
+        now=None,
+        fields={"worker": "w"},
+    )
+    with connection.cursor() as cursor:
+        # A table this small is read whole; the choice under test is between
+        # its indexes, which a real table's size forces.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "assistants_run_pkey" in plan, plan
+    assert "run_active_heartbeat" not in plan, plan
+    # The same compare-and-swap as before: only from the listed statuses.
+    assert write_together([], (sql, params)) == 1
+    assert write_together([], (sql, params)) == 0
