@@ -2,7 +2,7 @@
 
 The API's SSE stream carries whole run objects, instructions included; a
 store visitor must never see those. This re-frames the same Redis stream
-(assistants.runs.streaming.run_events) into three small events:
+(assistants.runs.streaming.run_batches) into three small events:
 
 ``delta``   ``{"text": "..."}`` text as it is generated,
 ``message`` ``{"id", "html"}`` a completed assistant message, rendered safely,
@@ -18,22 +18,8 @@ from typing import Any
 
 import orjson
 
-from assistants.runs.streaming import DONE, frame, run_events
+from assistants.runs.streaming import DONE, KEEPALIVE, frame, run_batches
 from store.markdown import cited_file_ids, render_content
-
-
-def _parse(raw: bytes) -> tuple[str | None, str, bytes]:
-    entry_id: str | None = None
-    event = ""
-    data = b""
-    for line in raw.split(b"\n"):
-        if line.startswith(b"id: "):
-            entry_id = line[4:].decode()
-        elif line.startswith(b"event: "):
-            event = line[7:].decode()
-        elif line.startswith(b"data: "):
-            data = line[6:]
-    return entry_id, event, data
 
 
 async def _file_names(project_id: str, ids: set[str]) -> dict[str, str]:
@@ -90,22 +76,27 @@ def _visitor_frame(
 async def visitor_events(
     run_id: str, *, after: str = "0-0", file_url: str, project_id: str
 ) -> AsyncIterator[bytes]:
-    async for raw in run_events(run_id, after=after):
-        if raw == DONE or raw.startswith(b":"):
-            yield raw
+    async for batch, final in run_batches(run_id, after=after):
+        if not batch:
+            yield KEEPALIVE
             continue
-        entry_id, event, data = _parse(raw)
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(payload, dict):
-            continue
-        names = None
-        if event == "thread.message.completed":
-            names = await _file_names(
-                project_id, cited_file_ids(payload.get("content") or [])
-            )
-        out = _visitor_frame(event, payload, file_url, names)
-        if out is not None:
-            yield frame(out[0], orjson.dumps(out[1]), entry_id)
+        frames: list[bytes] = []
+        for entry_id, event, data in batch:
+            try:
+                payload = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(payload, dict):
+                continue
+            names = None
+            if event == "thread.message.completed":
+                names = await _file_names(
+                    project_id, cited_file_ids(payload.get("content") or [])
+                )
+            out = _visitor_frame(event, payload, file_url, names)
+            if out is not None:
+                frames.append(frame(out[0], orjson.dumps(out[1]), entry_id))
+        if final:
+            frames.append(DONE)
+        if frames:
+            yield b"".join(frames)

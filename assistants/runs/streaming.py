@@ -32,6 +32,7 @@ KEEPALIVE_MS = 15_000
 # from PostgreSQL while the stream is quiet.
 OUTAGE_POLL_MS = 1_000
 DONE = b"event: done\ndata: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
 
 
 def frame(event: str, data: bytes, entry_id: str | None = None) -> bytes:
@@ -87,24 +88,29 @@ def _ended_run(run_id: str) -> dict[str, Any] | None:
     return run_to_wire(run)
 
 
-async def _closing(run_id: str) -> bytes | None:
-    """The last frames of a run that has ended, from PostgreSQL; None while
+# One event of a run: its stream id (None when read from PostgreSQL after
+# the stream was gone), its name and its JSON data.
+Entry = tuple[str | None, str, bytes]
+
+
+async def _closing(run_id: str) -> Entry | None:
+    """The last event of a run that has ended, from PostgreSQL; None while
     it goes on."""
     ended = await sync_to_async(_ended_run)(run_id)
     if ended is None:
         return None
-    return frame(f"thread.run.{ended['status']}", orjson.dumps(ended)) + DONE
+    return None, f"thread.run.{ended['status']}", orjson.dumps(ended)
 
 
-async def run_events(
-    run_id: str,
-    *,
-    after: str = "0-0",
-    prelude: list[tuple[str, dict[str, Any]]] | None = None,
-) -> AsyncIterator[bytes]:
+async def run_batches(
+    run_id: str, *, after: str = "0-0"
+) -> AsyncIterator[tuple[list[Entry], bool]]:
+    """The run's events after stream id ``after``, as each read of its
+    Redis stream returns them: ``(entries, final)``, final on the batch that
+    ends with the run's last event, after which the iteration stops. An
+    empty batch when the stream was quiet for a while (time for a
+    keep-alive)."""
     client = _client()
-    for event, data in prelude or []:
-        yield frame(event, orjson.dumps(data))
     last = after
     key = stream_key(run_id)
     block = KEEPALIVE_MS
@@ -121,9 +127,9 @@ async def run_events(
             block = OUTAGE_POLL_MS
             closing = await _closing(run_id)
             if closing is not None:
-                yield closing
+                yield [closing], True
                 return
-            yield b": keep-alive\n\n"
+            yield [], False
             await asyncio.sleep(OUTAGE_POLL_MS / 1000)
             continue
         if not reply:
@@ -131,17 +137,42 @@ async def run_events(
             # (expired, or Redis restarted), answer from PostgreSQL.
             closing = await _closing(run_id)
             if closing is not None:
-                yield closing
+                yield [closing], True
                 return
-            yield b": keep-alive\n\n"
+            yield [], False
             continue
+        batch: list[Entry] = []
         for raw_id, fields in reply[0][1]:
             last = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
             event = fields[b"event"].decode()
-            yield frame(event, fields[b"data"], last)
+            batch.append((last, event, fields[b"data"]))
             if event in FINAL_EVENTS:
-                yield DONE
+                yield batch, True
                 return
+        yield batch, False
+
+
+async def run_events(
+    run_id: str,
+    *,
+    after: str = "0-0",
+    prelude: list[tuple[str, dict[str, Any]]] | None = None,
+) -> AsyncIterator[bytes]:
+    """The run's Server-Sent Events. Each read of the stream goes out as
+    one chunk, however many events it returned: every chunk costs a pass
+    through Django's and uvicorn's send path and a system call, and a run's
+    events come a few at a time (created with queued; the step, its message
+    and the first delta; the completions)."""
+    if prelude:
+        yield b"".join(frame(event, orjson.dumps(data)) for event, data in prelude)
+    async for batch, final in run_batches(run_id, after=after):
+        if not batch:
+            yield KEEPALIVE
+            continue
+        chunk = b"".join(
+            frame(event, data, entry_id) for entry_id, event, data in batch
+        )
+        yield chunk + DONE if final else chunk
 
 
 def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
