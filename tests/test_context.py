@@ -10,12 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from assistants.engine.client import replica_order
 from assistants.models import Message, Run, RunStep, Thread, ThreadSummary
 from assistants.runs import context, memory
 from assistants.runs.executor import run_execute
+from assistants.runs.state import claim
 from assistants.tasks import thread_summarize_task
 from core.db import write_together
 from core.services.models import language_model_register
@@ -124,6 +127,37 @@ def test_auto_keeps_everything_that_fits_and_counts_each_message_once(
     assert counted.count() == 6 and {m.token_model for m in counted} == {"small-model"}
     again = context.assemble(_run(thread, small_model), small_model, tools=[])
     assert again is not None and again.deferred_writes == []  # counted once
+
+
+def test_the_claim_reads_the_start_of_the_window_in_its_round_trip(
+    tenant: Tenant, small_model: Any
+) -> None:
+    """The thread's state and its first page of messages come with the
+    claim; the window is the one assemble builds reading them itself,
+    boundary included, and the pages after the first are still read."""
+    thread = _thread(tenant, [f"message {i}" for i in range(context.PAGE + 10)])
+    seqs = list(
+        Message.objects.filter(thread=thread)
+        .order_by("seq")
+        .values_list("seq", flat=True)
+    )
+    Thread.objects.filter(pk=thread.pk).update(context_boundary_seq=seqs[3])
+    expected = context.assemble(_run(thread, small_model), small_model, tools=[])
+    assert expected is not None and expected.history == context.PAGE + 6
+
+    queued = _run(thread, small_model, queued=True)
+    claimed = claim(queued.pk, worker="w", reads=context.prefetch_reads(queued.pk))
+    assert claimed is not None and claimed.run.status == "in_progress"
+    prefetch = context.Prefetch(*claimed.reads)
+    assert [row[1] for row in prefetch.page] == seqs[::-1][: context.PAGE]
+    with CaptureQueriesContext(connection) as prefetched:
+        window = context.assemble(claimed.run, small_model, tools=[], prefetch=prefetch)
+    with CaptureQueriesContext(connection) as plain:
+        context.assemble(claimed.run, small_model, tools=[])
+    assert window is not None and window.messages == expected.messages
+    assert len(plain.captured_queries) - len(prefetched.captured_queries) == 2
+    # A run that is no longer queued is not claimed, reads or not.
+    assert claim(queued.pk, worker="w", reads=context.prefetch_reads(queued.pk)) is None
 
 
 def test_a_run_stores_its_prompts_counts_with_its_answer(

@@ -112,23 +112,58 @@ _STATE_SQL = (
     "s.id, s.from_seq, s.until_seq, s.level, s.text, s.token_count "
     "FROM assistants_thread t "
     "LEFT JOIN assistants_threadsummary s ON s.thread_id = t.id "
-    "WHERE t.id = %s ORDER BY s.from_seq, s.level"
+    "WHERE t.id = {thread} ORDER BY s.from_seq, s.level"
 )
 _MESSAGES_SQL = (
     "SELECT id, seq, role, content, token_count, token_model "
-    "FROM assistants_message WHERE thread_id = %s AND seq > %s AND seq < %s "
-    "AND status <> 'in_progress' ORDER BY seq {order} LIMIT %s"
+    "FROM assistants_message WHERE thread_id = {thread} AND seq > {after} "
+    "AND seq < %s AND status <> 'in_progress' ORDER BY seq {order} LIMIT %s"
 )
 _NO_UPPER_BOUND = 2**63 - 1
+# A run's thread, for reads sent before the run's row is in hand.
+_THREAD_OF_RUN = "(SELECT thread_id FROM assistants_run WHERE id = %s)"
 
 
-def _thread_state(thread_id: str) -> tuple[int, list[int], list[ThreadSummary]]:
+@dataclass(frozen=True)
+class Prefetch:
+    """What an auto-truncated window starts with, read in the round trip of
+    the run's claim (``prefetch_reads``): the thread's state rows and the
+    first page of its newest messages after the context boundary."""
+
+    state: list[tuple[Any, ...]]
+    page: list[tuple[Any, ...]]
+
+
+def prefetch_reads(run_id: str) -> list[Statement]:
+    """The first two reads of ``assemble`` for run ``run_id``, keyed by the
+    run: they follow the claim's UPDATE in one round trip (state.claim's
+    ``reads``), in its transaction, so they see the same thread. Two round
+    trips fewer on every run step; a run whose truncation is
+    ``last_messages`` reads its own way and these go unused."""
+    boundary = (
+        "COALESCE((SELECT context_boundary_seq FROM assistants_thread "
+        f"WHERE id = {_THREAD_OF_RUN}), 0)"
+    )
+    return [
+        (_STATE_SQL.format(thread=_THREAD_OF_RUN), [run_id]),
+        (
+            _MESSAGES_SQL.format(thread=_THREAD_OF_RUN, after=boundary, order="DESC"),
+            [run_id, run_id, _NO_UPPER_BOUND, PAGE],
+        ),
+    ]
+
+
+def _thread_state(
+    thread_id: str, rows: list[tuple[Any, ...]] | None = None
+) -> tuple[int, list[int], list[ThreadSummary]]:
     """The thread's context boundary, the ids of the summaries its last
     prompt used, and its summaries in order (they tile its history from the
-    start; merging keeps them few)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_STATE_SQL, [thread_id])
-        rows = cursor.fetchall()
+    start; merging keeps them few). From ``rows`` when they were read
+    already (``Prefetch.state``)."""
+    if rows is None:
+        with connection.cursor() as cursor:
+            cursor.execute(_STATE_SQL.format(thread="%s"), [thread_id])
+            rows = cursor.fetchall()
     if not rows:
         return 0, [], []
     boundary, in_prompt_ids = rows[0][0], _json(rows[0][1])
@@ -157,33 +192,41 @@ def read_messages(
     newest_first: bool = True,
     limit_messages: int | None = None,
     defer: list[Statement] | None = None,
+    first_page: list[tuple[Any, ...]] | None = None,
 ) -> tuple[list[Message], bool]:
     """Completed messages with seq > after_seq, newest (or oldest) first, in
     pages through the (thread, seq) index, until their tokens pass
     ``limit_tokens`` (the one that passes included) or ``limit_messages``.
     Counts every message it reads (tokens.ensure_counted; the counts' UPDATE
-    goes to ``defer`` when given). Returns (messages, read_them_all)."""
+    goes to ``defer`` when given). Returns (messages, read_them_all).
+    ``first_page``: the rows of the first page, read already
+    (``Prefetch.page``; newest first only)."""
     out: list[Message] = []
     total = 0
     lower, upper = after_seq, _NO_UPPER_BOUND
-    sql = _MESSAGES_SQL.format(order="DESC" if newest_first else "ASC")
+    sql = _MESSAGES_SQL.format(
+        thread="%s", after="%s", order="DESC" if newest_first else "ASC"
+    )
+    assert first_page is None or newest_first
+    rows = first_page
     while True:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [thread_id, lower, upper, PAGE])
-            page = [
-                Message(
-                    pk=pk,
-                    thread_id=thread_id,
-                    seq=seq,
-                    role=role,
-                    content=_json(content),
-                    token_count=token_count,
-                    token_model=token_model,
-                )
-                for pk, seq, role, content, token_count, token_model in (
-                    cursor.fetchall()
-                )
-            ]
+        if rows is None:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [thread_id, lower, upper, PAGE])
+                rows = cursor.fetchall()
+        page = [
+            Message(
+                pk=pk,
+                thread_id=thread_id,
+                seq=seq,
+                role=role,
+                content=_json(content),
+                token_count=token_count,
+                token_model=token_model,
+            )
+            for pk, seq, role, content, token_count, token_model in rows
+        ]
+        rows = None
         tokens.ensure_counted(model, page, defer=defer)
         for message in page:
             out.append(message)
@@ -234,9 +277,11 @@ def assemble(
     used_prompt_tokens: int = 0,
     vision: bool = False,
     tool_steps: bool = True,
+    prefetch: Prefetch | None = None,
 ) -> Context | None:
     """The engine messages for this step of ``run``; None when not even the
-    newest message fits the budget."""
+    newest message fits the budget. ``prefetch``: the first reads, done in
+    the claim's round trip (``prefetch_reads``)."""
     budget = prompt_budget(run, model, used_prompt_tokens)
     steps = (
         list(
@@ -273,7 +318,9 @@ def assemble(
         ctx = Context(messages=[], prompt_tokens=0, budget=budget)
         summaries: list[ThreadSummary] = []
     else:
-        ctx, history, summaries = _auto_window(run, model, budget, fixed, deferred)
+        ctx, history, summaries = _auto_window(
+            run, model, budget, fixed, deferred, prefetch
+        )
         recall_room = int(budget * float(settings.CONTEXT_RECALL_SHARE))
     ctx.deferred_writes = deferred
     if not history and not exchanges:
@@ -341,9 +388,16 @@ def frontier(
 
 
 def _auto_window(
-    run: Run, model: LanguageModel, budget: int, fixed: int, defer: list[Statement]
+    run: Run,
+    model: LanguageModel,
+    budget: int,
+    fixed: int,
+    defer: list[Statement],
+    prefetch: Prefetch | None = None,
 ) -> tuple[Context, list[Message], list[ThreadSummary]]:
-    boundary, in_prompt_ids, blocks = _thread_state(run.thread_id)
+    boundary, in_prompt_ids, blocks = _thread_state(
+        run.thread_id, prefetch.state if prefetch else None
+    )
     by_id = {b.pk: b for b in blocks}
     summarized_until = max((b.until_seq for b in blocks), default=0)
     read, reached_start = read_messages(
@@ -352,6 +406,7 @@ def _auto_window(
         model=model,
         limit_tokens=budget,
         defer=defer,
+        first_page=prefetch.page if prefetch else None,
     )
     sizes = [tokens.size(m, model) for m in read]
     ctx = Context(messages=[], prompt_tokens=0, budget=budget, boundary_seq=boundary)

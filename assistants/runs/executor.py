@@ -552,9 +552,12 @@ def run_execute(run_id: str) -> None:
     worker = worker_identity()
     close_old_connections()
 
-    run = claim(run_id, worker=worker)
-    if run is None:
+    claimed = claim(run_id, worker=worker, reads=context.prefetch_reads(run_id))
+    if claimed is None:
         return  # another worker has it, or it ended or was cancelled meanwhile
+    run = claimed.run
+    # Good for the first turn only: a later one follows writes of its own.
+    prefetch: context.Prefetch | None = context.Prefetch(*claimed.reads)
     events.publish(run.id, "thread.run.in_progress", run_to_wire(run))
     heartbeats.hold(run.id, worker)
     writer: _MessageWriter | None = None
@@ -562,7 +565,8 @@ def run_execute(run_id: str) -> None:
         turn = _turn_of(run)
         writer = _MessageWriter(run, turn, run_tool_results(run) if turn else None)
         while writer is not None:
-            writer = _execute(run, writer)
+            writer = _execute(run, writer, prefetch)
+            prefetch = None
     except RunCancelled:
         if runaway.over_time(run):
             _fail(run, writer, runaway.time_exceeded_error().message)
@@ -595,7 +599,9 @@ def _turn_of(run: Run) -> int:
     ).count()
 
 
-def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
+def _execute(
+    run: Run, writer: _MessageWriter, prefetch: context.Prefetch | None = None
+) -> _MessageWriter | None:
     """One engine call and what follows from it. Returns the writer of the
     next turn when server-side tools ran and the model must go on."""
     runaway.check_before_model_call(run)
@@ -620,6 +626,7 @@ def _execute(run: Run, writer: _MessageWriter) -> _MessageWriter | None:
         used_prompt_tokens=int(used.get("prompt_tokens", 0)),
         vision=bool(model.capability("vision")),
         tool_steps=writer.turn > 0,
+        prefetch=prefetch,
     )
 
     if window is None:

@@ -9,6 +9,7 @@ status is ever read, decided on, and written back in separate steps.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -82,13 +83,23 @@ def transition(
     return updated == 1
 
 
-def claim(run_id: str, *, worker: str) -> Run | None:
+@dataclass
+class Claim:
+    run: Run
+    # The rows of each of ``claim``'s ``reads``, in order.
+    reads: list[list[tuple[Any, ...]]]
+
+
+def claim(run_id: str, *, worker: str, reads: Sequence[Statement] = ()) -> Claim | None:
     """queued → in_progress for ``worker``, returning the claimed run.
 
     The same compare-and-swap as ``transition``, with ``RETURNING`` so that
     the worker gets the row from the UPDATE itself instead of reading it
-    again: one statement fewer on every run step. None when the run was not
-    queued (another worker has it, or it ended or was cancelled meanwhile).
+    again: one statement fewer on every run step. ``reads`` (SELECTs) go in
+    the same round trip, after the UPDATE and in its transaction, so they
+    see the claimed run (``context.prefetch_reads``). None when the run was
+    not queued (another worker has it, or it ended or was cancelled
+    meanwhile).
     """
     now = timezone.now()
     sql, params = _update(
@@ -98,16 +109,25 @@ def claim(run_id: str, *, worker: str) -> Run | None:
         now=now,
         fields={"worker": worker, "heartbeat_at": now, "attempts": Sql("{col} + 1")},
     )
+    sql = f"{sql} RETURNING {columns(Run)}"
+    params = list(params)
+    for read_sql, read_params in reads:
+        sql += f"; {read_sql}"
+        params.extend(read_params)
     # Not durable: a claim lost in a PostgreSQL crash leaves the run queued,
     # and the reaper sends its wake-up again.
-    with execute(f"{sql} RETURNING {columns(Run)}", params, durable=False) as cursor:
+    with execute(sql, params, durable=False) as cursor:
         row = cursor.fetchone()
+        rows: list[list[tuple[Any, ...]]] = []
+        for _read in reads:
+            cursor.nextset()
+            rows.append(cursor.fetchall())
     metrics.run_transition(run_id, S.IN_PROGRESS, moved=row is not None)
     if row is None:
         return None
     [run] = from_row([Run], row)
     assert isinstance(run, Run)
-    return run
+    return Claim(run=run, reads=rows)
 
 
 def _update(
