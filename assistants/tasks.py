@@ -24,6 +24,7 @@ from assistants.runs.memory import thread_summarize
 from assistants.runs.reaper import runs_reap
 from core import taskqueue
 from core.errors import is_outage
+from tools import embeddings
 from tools.services.file import files_expire_due
 from tools.services.upload import uploads_expire_due
 from tools.services.vector_store import vector_stores_expire_due
@@ -147,6 +148,30 @@ def _start_reaper(**_kwargs: Any) -> None:
     if _reaper is None:
         _reaper = _ReaperThread()
         _reaper.start()
+
+
+@worker_ready.connect
+def _preload_embeddings(sender: Any = None, **_kwargs: Any) -> None:
+    """The embedding model, loaded in the background where tasks run in this
+    process (a prefork pool's children would each load their own copy on
+    first use instead)."""
+    pool = getattr(sender, "pool", None)
+    in_process = type(pool).__module__ in (
+        "celery.concurrency.thread",
+        "celery.concurrency.solo",
+    )
+    if settings.EMBEDDINGS_PRELOAD and in_process:
+        threading.Thread(
+            target=_preload, name="embeddings-preload", daemon=True
+        ).start()
+
+
+def _preload() -> None:
+    try:
+        embeddings.preload()
+    except Exception:
+        # Used on demand later, where a failure fails only what needed it.
+        logger.exception("preloading the embedding model failed")
 
 
 @worker_shutdown.connect

@@ -122,6 +122,9 @@ class Cluster:
             "MODEL_BASE_URL": f"http://127.0.0.1:{engine_port}/v1",
             "LOG_LEVEL": "WARNING",
             "SANDBOX_POOL_SIZE": "0",
+            # Each restart would load the embedding model again; no run of
+            # the drill needs it.
+            "EMBEDDINGS_PRELOAD": "0",
             # The drill measures restarts, not the rate limiter.
             "RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000",
             "RATE_LIMIT_RUNS_PER_MINUTE": "1000000",

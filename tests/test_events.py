@@ -1,4 +1,5 @@
-"""Run events in Redis: what one publish sends, a reader gets in one read."""
+"""Run events in Redis (what one publish sends, a reader gets in one read),
+and what a worker does as it starts."""
 
 from __future__ import annotations
 
@@ -44,3 +45,30 @@ def test_a_blocked_reader_gets_all_events_of_one_publish_in_one_read() -> None:
     assert [fields[b"event"].decode() for _id, fields in entries] == names
     events.client().delete(key)
     reader.close()
+
+
+def test_a_threads_worker_preloads_the_embedding_model_and_prefork_does_not(
+    monkeypatch: Any, settings: Any
+) -> None:
+    from celery.concurrency import prefork, thread
+
+    from assistants import tasks
+
+    loaded = threading.Event()
+    monkeypatch.setattr(tasks.embeddings, "preload", loaded.set)
+    settings.EMBEDDINGS_PRELOAD = True
+
+    class Consumer:
+        def __init__(self, pool: Any) -> None:
+            self.pool = pool
+
+    tasks._preload_embeddings(
+        sender=Consumer(prefork.TaskPool.__new__(prefork.TaskPool))
+    )
+    assert not loaded.wait(0.3)
+    settings.EMBEDDINGS_PRELOAD = False
+    tasks._preload_embeddings(sender=Consumer(thread.TaskPool.__new__(thread.TaskPool)))
+    assert not loaded.wait(0.3)
+    settings.EMBEDDINGS_PRELOAD = True
+    tasks._preload_embeddings(sender=Consumer(thread.TaskPool.__new__(thread.TaskPool)))
+    assert loaded.wait(5)

@@ -248,6 +248,11 @@ EMBEDDING_API_MODEL = env.str("EMBEDDING_API_MODEL", default="")
 EMBEDDING_API_KEY = secret("EMBEDDING_API_KEY", "")
 EMBEDDING_DIMENSIONS = env.int("EMBEDDING_DIMENSIONS", default=384)
 EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=32)
+# Workers that execute tasks in their own process (threads or solo pool)
+# load the local embedding model as they start, in the background: its
+# memory is then part of the process from the start, and the first recall
+# in a long thread does not wait for it.
+EMBEDDINGS_PRELOAD = env.bool("EMBEDDINGS_PRELOAD", default=True)
 # Bounds on one file's ingestion: a file over these fails as invalid_file.
 INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=64 * 1024 * 1024)
 INGEST_MAX_TEXT_CHARS = env.int("INGEST_MAX_TEXT_CHARS", default=8_000_000)

@@ -18,3 +18,7 @@ if not MEDIA_ROOT:
     # removed when it exits, so runs of the suite leave no trail in /tmp.
     MEDIA_ROOT = tempfile.mkdtemp(prefix="agents-test-files-")
     atexit.register(shutil.rmtree, MEDIA_ROOT, ignore_errors=True)
+
+# Workers started by tests do not need the embedding model at start (the
+# tests that use it load it on demand).
+EMBEDDINGS_PRELOAD = False
