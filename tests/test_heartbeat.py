@@ -73,3 +73,25 @@ def test_the_thread_stamps_until_released(
     finally:
         beats.release(run.id)
     assert beats.held() == {}
+
+
+def test_the_reaper_wakes_a_lost_queued_run_again_and_restamps_it(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued run whose wake-up was lost (no worker took it within
+    RUN_REQUEUE_AFTER_SECONDS) is woken again, its clock restarted so that
+    the next sweep does not wake it twice."""
+    from assistants import tasks
+    from assistants.runs.reaper import runs_reap
+
+    woken: list[str] = []
+    monkeypatch.setattr(tasks, "run_wake", lambda run_id, **_: woken.append(run_id))
+    lost = _run(tenant, RunStatus.QUEUED, "")
+    before = lost.heartbeat_at
+    report = runs_reap()
+    assert woken.count(lost.id) == 1 and report.rewoken >= 1
+    lost.refresh_from_db()
+    assert lost.status == RunStatus.QUEUED and lost.heartbeat_at > before
+    woken.clear()
+    runs_reap()
+    assert lost.id not in woken

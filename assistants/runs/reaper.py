@@ -23,6 +23,7 @@ from assistants.api.v1.serializers import run_to_wire
 from assistants.models import Run, RunStatus, RunStep
 from assistants.runs import events
 from assistants.runs.state import transition
+from core.db import update_sql, write_together
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,18 @@ def runs_reap() -> ReapReport:
     for run_id in Run.objects.filter(
         status=RunStatus.QUEUED, heartbeat_at__lt=lost
     ).values_list("id", flat=True):
-        Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(heartbeat_at=now)
+        # core.db's compare-and-swap: by primary key, not through the partial
+        # status index (which holds every queued run: many, right when
+        # wake-ups get lost under overload).
+        write_together(
+            [],
+            update_sql(
+                Run,
+                run_id,
+                {"heartbeat_at": now},
+                where_in=("status", [RunStatus.QUEUED]),
+            ),
+        )
         report.rewoken += 1
         run_wake(run_id)
     return report
