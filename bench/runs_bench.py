@@ -270,6 +270,12 @@ def start_worker(
             {
                 **django_env(settings),
                 **worker_env(pool=pool, concurrency=concurrency),
+                # No run here embeds anything, and a runs worker loads the
+                # embedding model in the background at start (~15 s of CPU
+                # on these 2 cores): the latency phase would measure the
+                # load, not the runs (overhead p50 40 ms instead of ~15).
+                # Once loaded a worker runs the same code with it or without.
+                "EMBEDDINGS_PRELOAD": "false",
             },
             data_dir / "runs-bench-worker.log",
         )
