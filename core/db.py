@@ -315,6 +315,16 @@ def select_one(
     return None if row is None else from_row([model], row, using=using)[0]
 
 
+def prepared_cursor(using: str = "default") -> Any:
+    """A cursor whose statements PostgreSQL plans once per connection
+    (``core.postgres``; a plain cursor with ``DB_PREPARED_STATEMENTS`` off).
+    For single statements of fixed text run on every request: each distinct
+    text takes one of the 100 places psycopg keeps per connection."""
+    connection = connections[using]
+    prepared = getattr(connection, "prepared_cursor", None)
+    return prepared() if prepared is not None else connection.cursor()
+
+
 def release_connection(using: str = "default") -> None:
     """Give the thread's database connection back to the pool while it will
     not be needed for a while (a stream to a client, an engine call); the

@@ -51,6 +51,44 @@ def test_a_revoked_key_is_a_401(api: Any, tenant: Tenant) -> None:
     assert api.get("/v1/assistants").status_code == 401
 
 
+def _prepared_key_lookups() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements "
+            "WHERE statement LIKE %s AND statement LIKE %s",
+            ["%core_apikey%", "%hashed_key%"],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_the_key_lookup_is_prepared_once_per_connection(
+    api: Any, tenant: Tenant
+) -> None:
+    # The test client's requests use this test's connection: what it
+    # prepared shows in the session's pg_prepared_statements. One statement
+    # however many requests, and a revoked key is still refused by it.
+    for _ in range(3):
+        assert api.get("/v1/assistants").status_code == 200
+    assert _prepared_key_lookups() == 1
+    api_key_revoke(api_key=tenant.key)
+    assert api.get("/v1/assistants").status_code == 401
+    assert _prepared_key_lookups() == 1
+
+
+def test_the_key_lookup_is_not_prepared_when_turned_off(
+    api: Any, settings: Any
+) -> None:
+    from django.db import connection
+
+    settings.DB_PREPARED_STATEMENTS = False
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # what earlier tests prepared
+    assert api.get("/v1/assistants").status_code == 200
+    assert _prepared_key_lookups() == 0
+
+
 def test_last_used_is_recorded(api: Any, tenant: Tenant) -> None:
     assert ApiKey.objects.get(pk=tenant.key.pk).last_used_at is None
     api.get("/v1/models")

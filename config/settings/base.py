@@ -79,6 +79,18 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
     }
 }
+# The few hot statements that ask for it (the API key lookup of every
+# request) are prepared once per connection (core/postgres/base.py).
+# false behind a pooler in transaction mode that cannot keep prepared
+# statements (PgBouncer before 1.21, or without max_prepared_statements).
+DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
+if DB_PREPARED_STATEMENTS:
+    # psycopg prepares nothing while this is None (Django's default); the
+    # ORM's cursors bind on the client and never prepare whatever it is, so
+    # it gates only core.postgres's PreparedCursor, which asks for each of
+    # its statements explicitly. Large: no statement is prepared merely for
+    # having run this many times.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
 # The web process (config/asgi.py sets AGENTS_ASGI=1) uses psycopg's pool:
 # it bounds the connections a process holds however many requests and
 # Server-Sent Event streams are in flight, where a persistent connection per

@@ -1,5 +1,6 @@
 """Django's PostgreSQL backend, with a pool health check that costs no round
-trip for a connection that is evidently alive.
+trip for a connection that is evidently alive, and prepared statements for
+the few hot queries that ask for them (``prepared_cursor``).
 
 With ``CONN_HEALTH_CHECKS`` Django gives its psycopg pool
 ``ConnectionPool.check_connection``: an empty query on every checkout, so
@@ -20,7 +21,9 @@ from __future__ import annotations
 import select
 from typing import Any
 
+from django.conf import settings
 from django.db.backends.postgresql import base
+from django.utils.asyncio import async_unsafe
 from psycopg import OperationalError
 from psycopg_pool import ConnectionPool
 
@@ -43,6 +46,16 @@ def quick_check(conn: Any) -> None:
         ConnectionPool.check_connection(conn)
 
 
+class PreparedCursor(base.ServerBindingCursor):  # type: ignore[name-defined,misc]
+    """Server-side binding, and every statement prepared: PostgreSQL plans it
+    once per connection, and psycopg then sends only its name and values
+    (psycopg keeps 100 per connection, least recently used first out)."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("prepare", True)
+        return super().execute(query, params, **kwargs)  # type: ignore[misc]
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     @property
     def pool(self) -> Any:
@@ -52,3 +65,22 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if pool is not None and pool._check is ConnectionPool.check_connection:
             pool._check = quick_check
         return pool
+
+    @async_unsafe
+    def prepared_cursor(self) -> Any:
+        """A cursor (Django's wrapper: its errors, its query log) whose
+        statements are prepared. For a query run on every request with the
+        same text: PostgreSQL spent longer planning the API key lookup
+        (0.34 ms) than running it (0.06 ms; pg_stat_statements over the runs
+        benchmark). Django disables psycopg's automatic preparing for the
+        sake of transaction-mode poolers (PgBouncer before 1.21 loses a
+        prepared statement when the next transaction lands on another
+        server connection); ``DB_PREPARED_STATEMENTS=false`` turns this off
+        for them, and the cursor is a plain one."""
+        if not getattr(settings, "DB_PREPARED_STATEMENTS", True):
+            return self.cursor()
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        with self.wrap_database_errors:
+            cursor = PreparedCursor(self.connection)  # type: ignore[call-arg]
+            return self._prepare_cursor(cursor)  # type: ignore[attr-defined]
