@@ -8,6 +8,7 @@ from assistants.engine.client import (
     EngineError,
     ToolCallDelta,
     Usage,
+    ask,
     chat_stream,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "EngineError",
     "ToolCallDelta",
     "Usage",
+    "ask",
     "chat_stream",
 ]

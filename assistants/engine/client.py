@@ -47,6 +47,7 @@ import queue
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, suppress
@@ -285,6 +286,35 @@ def chat_stream(
         # Bounded: after abort() the helper thread only unwinds. Waiting lets
         # the connection be closed before the caller moves on.
         exchange.wait(timeout=2)
+
+
+def ask(
+    model: LanguageModel,
+    system: str,
+    text: str,
+    *,
+    max_tokens: int,
+    route_key: str = "",
+    deadline: float | None = None,
+) -> str:
+    """One instruction and one input to ``model``, its whole answer back
+    (stripped; greedy, temperature 0): the platform's own small questions to
+    a model (thread summaries, search query rewrites). ``deadline``
+    (``time.monotonic()``): the request is abandoned then and what came so
+    far is returned. Raises EngineError."""
+    request = ChatRequest(
+        model=model,
+        messages=[
+            {"role": "system", "content": system},
+            {"role": "user", "content": text},
+        ],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        route_key=route_key,
+    )
+    stop = _never if deadline is None else (lambda: time.monotonic() > deadline)
+    chunks = chat_stream(request, should_stop=stop)
+    return "".join(chunk.content or "" for chunk in chunks).strip()
 
 
 # --- request building -------------------------------------------------------

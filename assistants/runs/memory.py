@@ -27,7 +27,7 @@ import redis.exceptions
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from assistants.engine import ChatRequest, EngineError, chat_stream
+from assistants.engine import EngineError, ask
 from assistants.models import Message, MessageEmbedding, Run, Thread, ThreadSummary
 from assistants.runs import tokens
 from assistants.runs.context import Context, read_messages
@@ -133,18 +133,7 @@ def _transcript(messages: list[Message]) -> str:
 def _ask(
     model: LanguageModel, system: str, text: str, *, max_tokens: int, route: str
 ) -> str:
-    request = ChatRequest(
-        model=model,
-        messages=[
-            {"role": "system", "content": system},
-            {"role": "user", "content": text},
-        ],
-        max_tokens=max_tokens,
-        temperature=0.0,
-        route_key=route,
-    )
-    out = "".join(chunk.content or "" for chunk in chat_stream(request))
-    out = out.strip()
+    out = ask(model, system, text, max_tokens=max_tokens, route_key=route)
     if not out:
         raise EngineError("the summarizer answered nothing", transient=True)
     return out

@@ -375,6 +375,12 @@ CONTEXT_RECALL_LIMIT = env.int("CONTEXT_RECALL_LIMIT", default=3)
 CONTEXT_RECALL_SHARE = env.float("CONTEXT_RECALL_SHARE", default=0.1)
 # The summarizer's model (a registry id); empty: the run's own model.
 SUMMARY_MODEL = env.str("SUMMARY_MODEL", default="")
+# Vector store search with rewrite_query: the model that rewrites the
+# queries (a registry id; empty: DEFAULT_MODEL), and the seconds all of a
+# search's rewrites may take before the queries are searched as given
+# (tools/file_search/rewrite.py).
+SEARCH_REWRITE_MODEL = env.str("SEARCH_REWRITE_MODEL", default="")
+SEARCH_REWRITE_TIMEOUT = env.float("SEARCH_REWRITE_TIMEOUT", default=10.0)
 # Summarize when unsummarised messages pass this share of the budget, in
 # blocks of this share, always leaving this share of newest ones as they are.
 SUMMARY_TRIGGER_SHARE = env.float("SUMMARY_TRIGGER_SHARE", default=0.3)

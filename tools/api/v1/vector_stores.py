@@ -24,7 +24,8 @@ from tools.api.v1.vector_store_serializers import (
     vector_store_file_to_wire,
     vector_store_to_wire,
 )
-from tools.file_search.search import Filter, FilterError, chunks_search
+from tools.file_search.rewrite import rewrite_queries
+from tools.file_search.search import Filter, FilterError, chunks_search, filter_sql
 from tools.models import Chunk, VectorStore, VectorStoreFile, VectorStoreFileBatch
 from tools.selectors import (
     file_batch_get,
@@ -178,6 +179,9 @@ class VectorStoreSearchApi(APIView):
         queries = [data.query] if isinstance(data.query, str) else list(data.query)
         ranking = data.ranking_options
         try:
+            if data.rewrite_query:
+                filter_sql(data.filters, [])  # a bad filter fails before the model
+                queries = rewrite_queries(queries)
             hits = chunks_search(
                 vector_store_ids=[store.id],
                 queries=queries,
