@@ -367,8 +367,8 @@ def _statements(store_id: str, flt: Filter | None, limit: int) -> tuple[str, int
 @override_settings(SEARCH_EXACT_MAX_ROWS=100, SEARCH_HNSW_EF_SEARCH=40)
 def test_a_search_takes_two_round_trips(stores: dict[str, str]) -> None:
     # The planner's estimates and the table's size in one, the query (and
-    # the scan's settings) in the other, whatever the plan: each round trip
-    # costs ~0.4 ms here, and a range filter's search had taken six.
+    # the scan's settings) in the other, whatever the plan (a range filter's
+    # search had taken seven).
     cases: list[tuple[str, Filter | None, str]] = [
         ("small", None, "exact"),
         ("big", None, "hnsw"),
