@@ -99,6 +99,8 @@ def test_a_failing_or_slow_model_leaves_the_query_as_given(
         # An answer, not a query: more words than the question.
         {"content": "They are restoring the lighthouse at Kestrel Point in May."},
         {"content": REWRITE, "hang": 3},  # past SEARCH_REWRITE_TIMEOUT
+        # Cut short by the timeout mid-answer: not its first words either.
+        {"chunks": ["Kestrel", " lighthouse", " restoration"], "delay_per_chunk": 0.7},
     ):
         rewriter.reset()
         rewriter.script(reply)

@@ -300,8 +300,8 @@ def ask(
     """One instruction and one input to ``model``, its whole answer back
     (stripped; greedy, temperature 0): the platform's own small questions to
     a model (thread summaries, search query rewrites). ``deadline``
-    (``time.monotonic()``): the request is abandoned then and what came so
-    far is returned. Raises EngineError."""
+    (``time.monotonic()``): the request is abandoned then, and an answer cut
+    short there raises EngineError (transient), as any engine failure."""
     request = ChatRequest(
         model=model,
         messages=[
@@ -313,8 +313,14 @@ def ask(
         route_key=route_key,
     )
     stop = _never if deadline is None else (lambda: time.monotonic() > deadline)
-    chunks = chat_stream(request, should_stop=stop)
-    return "".join(chunk.content or "" for chunk in chunks).strip()
+    parts: list[str] = []
+    finished = False
+    for chunk in chat_stream(request, should_stop=stop):
+        parts.append(chunk.content or "")
+        finished = finished or chunk.finish_reason is not None
+    if not finished and deadline is not None and time.monotonic() > deadline:
+        raise EngineError("the model did not finish its answer in time", transient=True)
+    return "".join(parts).strip()
 
 
 # --- request building -------------------------------------------------------
