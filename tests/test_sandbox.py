@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -637,3 +638,50 @@ def test_the_sandbox_library_never_imports_django() -> None:
         [sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True
     )
     assert done.returncode == 0, done.stderr.decode()
+
+
+_POOL_OWNER_SCRIPT = """
+import os, sys, time
+import django
+django.setup()
+from tools.code_interpreter.runtime import session_manager
+manager = session_manager()
+manager.start_pool()  # as the first code_interpreter call does
+deadline = time.monotonic() + 120
+while len(manager._pool) < 1:
+    assert time.monotonic() < deadline, "the pool did not fill"
+    time.sleep(0.2)
+print(os.getpid(), flush=True)
+"""
+
+
+def test_a_process_that_ends_takes_its_warm_pool_with_it(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    # The runtime's manager in a process of its own, as the test suite or a
+    # web process holds one: its pool fills, the process ends normally, and
+    # none of the containers it owned is left running.
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "SANDBOX_POOL_SIZE": "1",
+        "SANDBOX_IMAGE": IMAGE,
+        "SANDBOX_STATE_DIR": str(tmp_path / "state"),
+        "PYTHONPATH": str(BASE_DIR),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _POOL_OWNER_SCRIPT],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    owner = f"{socket.gethostname()}:{done.stdout.split()[-1]}"
+    left = client.containers.list(
+        all=True, filters={"label": f"agents.sandbox.owner={owner}"}
+    )
+    for container in left:  # whatever the outcome, none outlives the test
+        container.remove(force=True)
+    assert left == []

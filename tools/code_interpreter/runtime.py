@@ -11,6 +11,7 @@ or changes in /mnt/data come back as File objects (purpose
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import mimetypes
@@ -94,6 +95,12 @@ def session_manager() -> SessionManager:
         if _manager is None:
             _manager = SessionManager(sandbox_config(), docker_client())
             _manager.on_change = metrics.sandbox_sessions
+            # Its warm pool goes with the process: a process that ends
+            # normally (a web process, the test suite, a shell) had left
+            # its pool's containers running until another process's reaper
+            # found their owner gone. Worker children, which leave through
+            # os._exit, stop theirs at worker_process_shutdown.
+            atexit.register(_manager.shutdown)
         return _manager
 
 
