@@ -366,7 +366,8 @@ def admin_url(app_model: str, pk: str, action: str = "change") -> str:
     """An admin object URL as the admin itself builds it: primary keys are
     quoted there, and unquoting reads ``_XX`` as a hex escape, so a raw
     ``thread_3Fab…`` would name another object."""
+    from django.contrib.admin.utils import quote
     from django.urls import reverse
 
     app, model = app_model.split(".")
-    return reverse(f"admin:{app}_{model}_{action}", args=[pk])
+    return reverse(f"admin:{app}_{model}_{action}", args=[quote(pk)])
