@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from django.conf import settings
 
+from assistants.engine import EngineError, ask
 from core.selectors import language_model_cached
 
 logger = logging.getLogger(__name__)
@@ -68,10 +69,6 @@ def rewrite_queries(queries: Sequence[str]) -> list[str]:
     if model is None:
         logger.warning("rewrite_query: no model (SEARCH_REWRITE_MODEL, DEFAULT_MODEL)")
         return list(queries)
-    # Imported here: the engine client belongs to the runs app, which
-    # imports this package's tools.
-    from assistants.engine import EngineError, ask
-
     deadline = time.monotonic() + float(
         getattr(settings, "SEARCH_REWRITE_TIMEOUT", 10.0)
     )
