@@ -402,3 +402,41 @@ def test_a_range_filter_on_any_key_estimates_without_failing(
             cursor.execute("SELECT 1")
             assert cursor.fetchone() == (1,)
         assert ranking.rows == [], key
+
+
+def _toasted(store_id: str) -> tuple[bool, bool, bool]:
+    """Whether the chunk's embedding, text and search_vector are out of line."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_column_toast_chunk_id(embedding) IS NOT NULL, "
+            "pg_column_toast_chunk_id(text) IS NOT NULL, "
+            "pg_column_toast_chunk_id(search_vector) IS NOT NULL "
+            "FROM tools_chunk WHERE vector_store_id = %s",
+            [store_id],
+        )
+        return cursor.fetchone()
+
+
+def test_a_chunk_row_keeps_its_values_inline(tenant: Any) -> None:
+    # A chunk of real length (a paragraph, its search_vector, a 1.5 kB
+    # vector) is a row over PostgreSQL's ~2 kB TOAST threshold, and the
+    # vector is its largest value: with pgvector's default storage the
+    # vector is what leaves the row (1,374 of the 1,400 Cranfield chunks),
+    # and an exact scan fetches each through the TOAST index, 3-4x slower.
+    # Since tools migration 0006 such a row stays whole, and a row too big
+    # for a page gives up its text and search_vector, never its vector.
+    rng = np.random.default_rng(7)
+    words = [
+        "".join(chr(97 + int(c)) for c in rng.integers(0, 26, 8)) for _ in range(60)
+    ]
+    paragraph = " ".join(words[int(i)] for i in rng.integers(0, 60, 180))
+    many = [
+        "".join(chr(97 + int(c)) for c in rng.integers(0, 26, 8)) for _ in range(2000)
+    ]
+    for name, text, expected in [
+        ("paragraph", paragraph, (False, False, False)),
+        ("long", " ".join(many), (False, True, True)),
+    ]:
+        store_id = _store(tenant, name, [{}])
+        Chunk.objects.filter(vector_store_id=store_id).update(text=text)
+        assert _toasted(store_id) == expected, name
