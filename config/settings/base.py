@@ -280,10 +280,6 @@ SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
 # tools/file_search/search.py) computes every distance instead of walking
 # the HNSW graph: exact, and faster for selective scopes.
 SEARCH_EXACT_MAX_ROWS = env.int("SEARCH_EXACT_MAX_ROWS", default=2000)
-# The full-text ranker scores at most about this many chunks per query (the
-# planner's estimate): past it, only chunks holding at least 2 (then 3) of
-# the query's terms are candidates (tools/file_search/search.py).
-SEARCH_KEYWORD_MAX_ROWS = env.int("SEARCH_KEYWORD_MAX_ROWS", default=1000)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True

@@ -36,7 +36,6 @@ the rank divided by the best rank of the page.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -512,116 +511,6 @@ def vector_ranking(
     return VectorRanking(exact or [], "hnsw+exact", estimate)
 
 
-# The most of a query's terms the candidate condition is written over (a
-# chunk must hold ``m`` of them): C(12, 3) = 220 conjunctions at most.
-_KEYWORD_MAX_TERMS = 12
-# The most terms a candidate must hold. ts_rank adds up to ~1.6 × a term's
-# weight for each query term a chunk holds (more occurrences of the same
-# term add less and less), so a chunk holding one more of the terms
-# outranks one holding fewer, length aside: when enough chunks hold ``m``
-# terms, the best ranked are among them.
-_KEYWORD_MAX_MATCH = 3
-
-
-def _tsquery_any(terms: Sequence[str], match: int) -> str:
-    """A tsquery true for a chunk holding at least ``match`` of ``terms``
-    (lexemes): the OR of every conjunction of ``match`` of them."""
-    quoted = ["'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms]
-    return " | ".join(
-        "(" + " & ".join(group) + ")" if match > 1 else group[0]
-        for group in itertools.combinations(quoted, match)
-    )
-
-
-@dataclass(frozen=True)
-class _KeywordPlan:
-    # What ranks: every term of the query, OR-ed (tsquery text).
-    ranked: str
-    # Which chunks are ranked (tsquery text), strictest first: the first
-    # that yields the rows asked for answers.
-    candidates: list[str]
-    # The most chunks one ranking reads.
-    cap: int
-
-
-def _keyword_plan(
-    cursor: Any,
-    query: str,
-    store_ids: Sequence[str],
-    where: str,
-    where_params: list[Any],
-    limit: int,
-) -> _KeywordPlan | None:
-    """Which chunks the full-text ranker scores; None when the query has no
-    searchable term.
-
-    A question's terms OR-ed match most chunks of a big store (60-90 % of
-    the Cranfield chunks for its questions), and ranking costs each matched
-    chunk a read and a ``ts_rank`` (~5 us): unbounded, that grew with the
-    store (460 ms p50 at 100k chunks of real text). When the planner
-    expects more than ``SEARCH_KEYWORD_MAX_ROWS`` chunks to match, the
-    candidates are the chunks holding at least 2 of the terms, else at
-    least 3; the ranking still counts every term. Whatever the option, a
-    ranking reads at most twice the bound, in the order the index gives
-    them: the planner cannot see that a question's terms go together (it
-    multiplies their frequencies), so an option it expects within the bound
-    may not be, and the keyword side of such a search is then a sample of
-    its candidates (the vector side is unaffected). An option that yields
-    fewer rows than asked for gives way to the next wider one."""
-    budget = int(getattr(settings, "SEARCH_KEYWORD_MAX_ROWS", 1000))
-    stores = list(store_ids)
-    # One round trip: the query's lexemes (english stemming and stop words,
-    # as the chunks' search_vector; in the question's order) and the
-    # planner's estimate of the chunks matching any of them.
-    cursor.execute(
-        "SELECT array(SELECT lexeme FROM unnest(to_tsvector('english', %s)) "
-        "ORDER BY positions[1]); "
-        "EXPLAIN (FORMAT JSON) SELECT 1 FROM tools_chunk WHERE search_vector @@ "
-        "to_tsquery('english', replace(plainto_tsquery('english', %s)::text, "
-        "' & ', ' | ')) "
-        f"AND vector_store_id = ANY(%s) AND {where}",
-        [query, query, stores, *where_params],
-    )
-    terms: list[str] = list(cursor.fetchone()[0])
-    cursor.nextset()
-    if not terms:
-        return None
-    everything = _tsquery_any(terms, 1)
-    cap = 2 * budget
-    if _plan_rows(cursor.fetchone()[0]) <= budget:
-        return _KeywordPlan(everything, [everything], cap)
-    head = terms[:_KEYWORD_MAX_TERMS]
-    # Strictest first: at least 3 of the terms, 2, then any.
-    options = [
-        _tsquery_any(head, m) for m in range(min(len(head), _KEYWORD_MAX_MATCH), 1, -1)
-    ]
-    if not options:
-        return _KeywordPlan(everything, [everything], cap)
-    cursor.execute(
-        "; ".join(
-            "EXPLAIN (FORMAT JSON) SELECT 1 FROM tools_chunk WHERE "
-            f"search_vector @@ %s::tsquery AND vector_store_id = ANY(%s) AND {where}"
-            for _ in options
-        ),
-        [p for option in options for p in (option, stores, *where_params)],
-    )
-    estimates = []
-    for i in range(len(options)):
-        if i:
-            cursor.nextset()
-        estimates.append(_plan_rows(cursor.fetchone()[0]))
-    # The widest option within the bound (the most candidates it allows),
-    # unless the planner expects it to hold fewer than twice the rows asked
-    # for: then the next wider one, read capped (a second ranking for a
-    # short answer cost more than the cap's reads). None within: the
-    # strictest, capped.
-    within = [i for i, rows in enumerate(estimates) if rows <= budget]
-    first = within[-1] if within else 0
-    if within and estimates[first] < 2 * limit:
-        first += 1
-    return _KeywordPlan(everything, [*options[first:], everything], cap)
-
-
 def _keyword_ranking(
     cursor: Any,
     query: str,
@@ -631,34 +520,26 @@ def _keyword_ranking(
     limit: int,
 ) -> list[tuple[int, float]]:
     # plainto_tsquery ANDs every word: a natural-language question would
-    # match almost nothing. Its terms OR-ed instead (_keyword_plan
-    # bounds how many chunks that makes this rank); ts_rank with length
+    # match almost nothing. Its terms OR-ed instead; ts_rank with length
     # normalisation 1 ranked best of ts_rank/ts_rank_cd variants on Cranfield
     # (cover density rewards adjacent terms, which OR-ed questions rarely
     # have).
-    plan = _keyword_plan(cursor, query, store_ids, where, where_params, limit)
-    if plan is None:
-        return []
-    rows: list[Any] = []
-    for candidates in plan.candidates:
-        cursor.execute(
-            "SELECT c.id, ts_rank(c.search_vector, %s::tsquery, 1) AS rank FROM ("
-            "SELECT id, search_vector FROM tools_chunk WHERE search_vector @@ "
-            f"%s::tsquery AND vector_store_id = ANY(%s) AND {where} LIMIT %s"
-            ") c ORDER BY rank DESC, c.id LIMIT %s",
-            [
-                plan.ranked,
-                candidates,
-                list(store_ids),
-                *where_params,
-                max(plan.cap, limit),
-                limit,
-            ],
+    cursor.execute(
+        f"""
+        WITH q AS (
+            SELECT to_tsquery('english', replace(
+                plainto_tsquery('english', %s)::text, ' & ', ' | ')) AS query
         )
-        rows = cursor.fetchall()
-        if len(rows) >= limit:
-            break
-    return [(int(r[0]), float(r[1])) for r in rows]
+        SELECT c.id, ts_rank(c.search_vector, q.query, 1) AS rank
+        FROM tools_chunk c, q
+        WHERE c.search_vector @@ q.query
+          AND c.vector_store_id = ANY(%s) AND {where}
+        ORDER BY rank DESC
+        LIMIT %s
+        """,
+        [query, list(store_ids), *where_params, limit],
+    )
+    return [(int(r[0]), float(r[1])) for r in cursor.fetchall()]
 
 
 def chunks_search(
