@@ -376,10 +376,10 @@ SYNTHETIC_SMALL = "synthetic-small"
 LAYOUTS = ("files", "rows")
 
 
-def base_vectors(base_store: str, col: Collection) -> Any:
-    """Real document embeddings for the synthetic rows to be made of: the
-    chunks of the quality phase's store, or (no store) the collection's
-    documents embedded here, cached in DATA_DIR between runs."""
+def base_rows(base_store: str, col: Collection) -> tuple[Any, list[str]]:
+    """Real document embeddings for the synthetic rows to be made of, and
+    their texts: the chunks of the quality phase's store, or (no store) the
+    collection's documents embedded here, cached in DATA_DIR between runs."""
     import numpy as np
 
     from tools.models import Chunk
@@ -388,35 +388,24 @@ def base_vectors(base_store: str, col: Collection) -> Any:
         rows = list(
             Chunk.objects.filter(vector_store_id=base_store)
             .order_by("id")
-            .values_list("embedding", flat=True)
+            .values_list("embedding", "text")
         )
         if rows:
-            return np.asarray(rows, dtype=np.float32)
+            return (
+                np.asarray([r[0] for r in rows], dtype=np.float32),
+                [r[1] for r in rows],
+            )
+    texts = list(col.docs.values())
     data_dir = Path(os.environ.get("DATA_DIR", BASE_DIR / ".data"))
     cache = data_dir / f"retrieval-base-{len(col.docs)}.npy"
     if cache.exists():
-        return np.load(cache)
+        return np.load(cache), texts
     from tools.embeddings import embed
 
     print(f"  embedding {len(col.docs)} documents for the synthetic vectors")
-    vectors = np.asarray(embed(list(col.docs.values())), dtype=np.float32)
+    vectors = np.asarray(embed(texts), dtype=np.float32)
     np.save(cache, vectors)
-    return vectors
-
-
-def base_texts(base_store: str, col: Collection) -> list[str]:
-    """The texts of ``base_vectors``' rows, in the same order."""
-    from tools.models import Chunk
-
-    if base_store:
-        rows = list(
-            Chunk.objects.filter(vector_store_id=base_store)
-            .order_by("id")
-            .values_list("text", flat=True)
-        )
-        if rows:
-            return rows
-    return list(col.docs.values())
+    return vectors, texts
 
 
 def _pair(g: Any, n: int) -> tuple[Any, Any]:
@@ -822,8 +811,7 @@ def scale_phase(
             .values_list("id", flat=True)
             .first()
         ) or ""
-    base = base_vectors(base_store, col)
-    texts = base_texts(base_store, col)
+    base, texts = base_rows(base_store, col)
     queries = list(col.queries.values())
     vectors = embed(queries)
     rows: list[ScaleRow] = []
