@@ -712,6 +712,8 @@ def scale_measure(
         name: VectorStore.objects.filter(name=name).order_by("-seq").first().id  # type: ignore[union-attr]
         for name in (SYNTHETIC, SYNTHETIC_SMALL)
     }
+    # Each query's vector and text, paired once for every filter's pass.
+    queries = list(zip(vectors, texts, strict=True))
     _settle()
     rows = []
     with override_settings(SEARCH_HNSW_EF_SEARCH=ef_search):
@@ -730,8 +732,7 @@ def scale_measure(
             params: list[Any] = []
             where = filter_sql(flt, params)
             for warm in (True, False):
-                pairs = list(zip(vectors, texts, strict=True))
-                for vector, text in pairs if not warm else pairs[:20]:
+                for vector, text in queries if not warm else queries[:20]:
                     with transaction.atomic(), connection.cursor() as cursor:
                         t0 = time.perf_counter()
                         ranking = vector_ranking(cursor, vector, [store_id], flt, limit)
@@ -740,10 +741,9 @@ def scale_measure(
                         t2 = time.perf_counter()
                     if warm:
                         continue
-                    elapsed = (t1 - t0) * 1000
+                    latencies.append((t1 - t0) * 1000)
                     keyword_ms.append((t2 - t1) * 1000)
                     hybrid_ms.append((t2 - t0) * 1000)
-                    latencies.append(elapsed)
                     approx.append([r[0] for r in ranking.rows[:10]])
                     found.append(len(ranking.rows))
                     plans[ranking.plan] = plans.get(ranking.plan, 0) + 1
