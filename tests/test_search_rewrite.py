@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 from django.test import override_settings
 
+from tests.chunk_rows import chunks_add, store_file
 from tests.fake_engine import FakeEngine
 from tools.file_search.rewrite import clean
-from tools.models import Chunk, File, VectorStore, VectorStoreFile
+from tools.models import VectorStore
 
 pytest_plugins = ["tests.fake_engine"]
 
@@ -29,28 +29,7 @@ TEXTS = [
 def store(tenant: Any) -> str:
     """A store of two chunks, neither holding a word of QUESTION."""
     vector_store = VectorStore.objects.create(project=tenant.project, name="notes")
-    file = File.objects.create(
-        project=tenant.project, filename="notes.txt", purpose="assistants", bytes=1
-    )
-    vsf = VectorStoreFile.objects.create(
-        vector_store=vector_store,
-        file=file,
-        status="completed",
-        chunking_strategy={},
-    )
-    rng = np.random.default_rng(7)
-    for i, text in enumerate(TEXTS):
-        vector = rng.standard_normal(384)
-        Chunk.objects.create(
-            vector_store_id=vector_store.id,
-            vector_store_file_id=vsf.id,
-            file_id=file.id,
-            position=i,
-            text=text,
-            tokens=len(text.split()),
-            attributes={},
-            embedding=(vector / np.linalg.norm(vector)).tolist(),
-        )
+    chunks_add(store_file(tenant, vector_store, "notes"), TEXTS, seed=7)
     return vector_store.id
 
 

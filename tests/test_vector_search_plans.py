@@ -14,6 +14,7 @@ import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
+from tests.chunk_rows import DIM, chunks_add, store_file
 from tools.file_search.search import (
     ComparisonFilter,
     CompoundFilter,
@@ -24,39 +25,19 @@ from tools.file_search.search import (
     hnsw_params,
     vector_ranking,
 )
-from tools.models import Chunk, File, VectorStore, VectorStoreFile, chunk_index_sql
+from tools.models import Chunk, VectorStore, chunk_index_sql
 
-DIM = 384
 BIG = 2000
 SMALL = 60
 
 
 def _store(tenant: Any, name: str, attributes: list[dict[str, Any]]) -> str:
     store = VectorStore.objects.create(project=tenant.project, name=name)
-    file = File.objects.create(
-        project=tenant.project, filename=f"{name}.txt", purpose="assistants", bytes=1
-    )
-    vsf = VectorStoreFile.objects.create(
-        vector_store=store, file=file, status="completed", chunking_strategy={}
-    )
-    rng = np.random.default_rng(len(name))
-    vectors = rng.standard_normal((len(attributes), DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    Chunk.objects.bulk_create(
-        [
-            Chunk(
-                vector_store_id=store.id,
-                vector_store_file_id=vsf.id,
-                file_id=file.id,
-                position=i,
-                text=f"chunk {i}",
-                tokens=2,
-                attributes=attrs,
-                embedding=vector.tolist(),
-            )
-            for i, (attrs, vector) in enumerate(zip(attributes, vectors, strict=True))
-        ],
-        batch_size=1000,
+    chunks_add(
+        store_file(tenant, store, name),
+        [f"chunk {i}" for i in range(len(attributes))],
+        seed=len(name),
+        attributes=attributes,
     )
     return store.id
 

@@ -315,6 +315,42 @@ class Chunk(models.Model):
         return f"{self.file_id}#{self.position}"
 
 
+class KeywordStore(models.Model):
+    """What the keyword ranker's BM25 needs of a store as a whole: how many
+    chunks it holds and their lexemes in total (for the average length).
+
+    Written only by ``tools_chunk``'s triggers (migration 0007), in the
+    transaction that adds or deletes the chunks, so it is never stale; no
+    foreign key: the row goes when the store's last chunk does.
+    """
+
+    vector_store_id = models.CharField(max_length=64, primary_key=True)
+    chunks = models.BigIntegerField()
+    lexemes = models.BigIntegerField()
+
+    class Meta:
+        db_table = "tools_keyword_store"
+
+    def __str__(self) -> str:
+        return f"{self.vector_store_id}: {self.chunks} chunks"
+
+
+class KeywordTerm(models.Model):
+    """How many chunks of a store hold a lexeme (BM25's document frequency).
+    Written only by ``tools_chunk``'s triggers (migration 0007)."""
+
+    pk = models.CompositePrimaryKey("vector_store_id", "term")
+    vector_store_id = models.CharField(max_length=64)
+    term = models.TextField()
+    df = models.IntegerField()
+
+    class Meta:
+        db_table = "tools_keyword_term"
+
+    def __str__(self) -> str:
+        return f"{self.vector_store_id}: {self.term} in {self.df}"
+
+
 def chunk_index_sql(name: str) -> str:
     """The ``CREATE INDEX`` of one of ``Chunk``'s indexes, as the migrations
     make it: for code that drops an index to load many rows and builds it

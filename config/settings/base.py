@@ -280,6 +280,12 @@ SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
 # tools/file_search/search.py) computes every distance instead of walking
 # the HNSW graph: exact, and faster for selective scopes.
 SEARCH_EXACT_MAX_ROWS = env.int("SEARCH_EXACT_MAX_ROWS", default=2000)
+# A hybrid search's full-text ranker scores the vector ranker's this many
+# nearest chunks, and the chunks holding the query's rarest terms up to
+# SEARCH_KEYWORD_RARE_ROWS of them, instead of every chunk holding any term
+# (tools/file_search/search.py).
+SEARCH_KEYWORD_POOL = env.int("SEARCH_KEYWORD_POOL", default=40)
+SEARCH_KEYWORD_RARE_ROWS = env.int("SEARCH_KEYWORD_RARE_ROWS", default=100)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
