@@ -99,6 +99,22 @@ def test_statistics_follow_chunks_in_and_out(tenant: Any) -> None:
     assert _stored_stats(other.id) == _expected_stats(["Flutter of a heated panel."])
 
 
+def test_statistics_follow_updates(tenant: Any) -> None:
+    store = VectorStore.objects.create(project=tenant.project, name="kw")
+    ids = chunks_add(store_file(tenant, store, "alpha"), ALPHA)
+    # An attributes update (what the platform does) counts nothing again.
+    Chunk.objects.filter(id__in=ids).update(attributes={"n": 9})
+    assert _stored_stats(store.id) == _expected_stats(ALPHA)
+    # A new text: the old lexemes counted out, the new ones in.
+    Chunk.objects.filter(id=ids[2]).update(text=BETA[0])
+    assert _stored_stats(store.id) == _expected_stats([*ALPHA[:2], BETA[0]])
+    # A chunk moved to another store leaves this one's counts.
+    other = VectorStore.objects.create(project=tenant.project, name="other")
+    Chunk.objects.filter(id=ids[0]).update(vector_store_id=other.id)
+    assert _stored_stats(store.id) == _expected_stats([ALPHA[1], BETA[0]])
+    assert _stored_stats(other.id) == _expected_stats([ALPHA[0]])
+
+
 def _bm25(texts: list[str], query: str) -> dict[int, float]:
     """Each text's BM25 score for ``query`` (index → score, matches only)."""
     n, total, df = _expected_stats(texts)

@@ -320,7 +320,8 @@ class KeywordStore(models.Model):
     chunks it holds and their lexemes in total (for the average length).
 
     Written only by ``tools_chunk``'s triggers (migration 0007), in the
-    transaction that adds or deletes the chunks, so it is never stale; no
+    transaction that adds, changes or deletes the chunks, so it is never
+    stale; no
     foreign key: the row goes when the store's last chunk does.
     """
 
