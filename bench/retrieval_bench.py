@@ -713,9 +713,7 @@ def scale_measure(
         ComparisonFilter,
         _exact_ranking,
         filter_sql,
-        keyword_ranking,
         query_rankings,
-        term_stats,
         vector_ranking,
     )
     from tools.models import VectorStore
@@ -770,7 +768,7 @@ def scale_measure(
                         continue
                     latencies.append((t1 - t0) * 1000)
                     hybrid_ms.append((t2 - t1) * 1000)
-                    pooled.append([r[0] for r in hybrid[1][1][:10]])
+                    pooled.append([r[0] for r in dict(hybrid)["keyword"][:10]])
                     approx.append([r[0] for r in ranking.rows[:10]])
                     found.append(len(ranking.rows))
                     plans[ranking.plan] = plans.get(ranking.plan, 0) + 1
@@ -782,9 +780,8 @@ def scale_measure(
             ]:
                 with transaction.atomic(), connection.cursor() as cursor:
                     t0 = time.perf_counter()
-                    stats = term_stats(cursor, text, [store_id])
-                    exact = keyword_ranking(
-                        cursor, stats, [store_id], where, params, limit
+                    ((_, exact),) = query_rankings(
+                        cursor, text, None, [store_id], flt, limit, (where, params)
                     )
                     keyword_ms.append((time.perf_counter() - t0) * 1000)
                 top = {r[0] for r in exact[:10]}
