@@ -333,11 +333,17 @@ _HNSW_MAX_SCAN_TUPLES = 20_000
 # scan reached them by resuming a beam of 100 batch after batch: recall@10
 # 0.96 at p50 18 ms, p95 32 ms (~15 index pages read per candidate). One
 # beam as wide as the expected candidates, then the rest of what it visited,
-# nearest first (what pgvector returns once hnsw.max_scan_tuples is spent):
-# at 0.8 × candidates recall@10 was 0.95-0.958, at 1.0 0.967 (p95 12-20 ms
-# on a shared machine, 2 CPUs, ~10 % more per 0.1); the beam's width, not
-# the budget, sets both. 0.9 keeps a margin over the 0.95 target.
-_EF_PER_CANDIDATE = 0.9
+# nearest first (what pgvector returns once hnsw.max_scan_tuples is spent),
+# does better; the beam's width, not the budget, sets both recall and time.
+# Since the graph is built with ef_construction 128 (migration 0005), a
+# narrower beam keeps the recall: on a quiet host (2026-11-23, every one of
+# the 225 Cranfield queries against its exact answer), vector ranker p50 /
+# p95 ms and recall@10 at 100k — 0.9: 7.9 / 10.2, 0.982; 0.8: 6.9 / 8.5,
+# 0.979; 0.7: 5.8 / 7.3, 0.978; 0.6: 5.0 / 6.6, 0.971; 0.5: 5.1 / 6.6,
+# 0.968 (more walks resumed) — and at 1M (120 queries) — 0.9: 17.0 / 25.9,
+# 0.963; 0.7: 10.7 / 15.5, 0.958; 0.6: 9.5 / 12.7, 0.951; 0.5: 8.2 / 11.4,
+# 0.950. 0.7 keeps a margin over the 0.95 target at both sizes.
+_EF_PER_CANDIDATE = 0.7
 # The graph elements the scan may visit (hnsw.max_scan_tuples) per unit of
 # ef_search. A beam of width ef visits about that many on its own (at ef 336
 # on the 100k set, budgets from 1 to 3,000 returned the same rows), so the
