@@ -18,6 +18,7 @@ from tools.file_search.parsers import InvalidFile, Limits, UnsupportedFile
 from tools.file_search.search import ComparisonFilter, chunks_search
 from tools.models import Chunk, VectorStoreFile
 from tools.runtime import ToolCallContext, ToolError, server_tool
+from tools.services import vector_store as vector_store_services
 from tools.services.file import FileCreateInput, file_create
 from tools.services.ingestion import (
     chunks_split,
@@ -25,8 +26,10 @@ from tools.services.ingestion import (
     vector_store_files_ingest,
 )
 from tools.services.vector_store import (
+    FileBatchCreateInput,
     VectorStoreCreateInput,
     VectorStoreFileCreateInput,
+    file_batch_create,
     vector_store_create,
     vector_store_file_add,
 )
@@ -264,6 +267,94 @@ def test_a_group_of_files_is_embedded_together_and_fails_one_by_one(
         "# Two\n\nThe second lantern burns green.",
         "The first lantern burns blue.",
     ]
+
+
+def test_a_batch_travels_to_the_workers_in_groups_of_similar_sizes(
+    tenant: Any, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # The model pads each of its batches to its longest text: files of
+    # similar sizes in one task's pipeline waste less. Smallest first, a
+    # group of at most GROUP_FILES; a file past SMALL_FILE_BYTES alone.
+    from tools.tasks import vector_store_files_ingest_task
+
+    monkeypatch.setattr(vector_store_services, "GROUP_FILES", 2)
+    monkeypatch.setattr(vector_store_services, "SMALL_FILE_BYTES", 1000)
+    sent: list[list[str]] = []
+    monkeypatch.setattr(
+        vector_store_files_ingest_task,
+        "apply_async",
+        lambda args, **_: sent.append(list(args[0])),
+    )
+    sizes = [300, 10, 5000, 200, 20, 100]
+    files = [_file(tenant, f"f{n}.txt", b"x" * n) for n in sizes]
+    store = vector_store_create(project=tenant.project, data=VectorStoreCreateInput())
+    with django_capture_on_commit_callbacks(execute=True):
+        file_batch_create(
+            vector_store=store,
+            data=FileBatchCreateInput(file_ids=[f.id for f in files]),
+        )
+    size_of = dict(
+        VectorStoreFile.objects.filter(vector_store=store).values_list(
+            "id", "file__bytes"
+        )
+    )
+    assert sorted([size_of[i] for i in group] for group in sent) == [
+        [10, 20],
+        [100, 200],
+        [300],
+        [5000],
+    ]
+
+
+def test_a_batch_adds_new_files_once_and_re_adds_the_store_s_own(
+    tenant: Any, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from tools.tasks import vector_store_files_ingest_task
+
+    sent: list[str] = []
+    monkeypatch.setattr(
+        vector_store_files_ingest_task,
+        "apply_async",
+        lambda args, **_: sent.extend(args[0]),
+    )
+    done, broken, new = (_file(tenant, f"{n}.txt", b"lanterns") for n in "abc")
+    store = vector_store_create(project=tenant.project, data=VectorStoreCreateInput())
+    with django_capture_on_commit_callbacks(execute=True):
+        file_batch_create(
+            vector_store=store,
+            data=FileBatchCreateInput(file_ids=[done.id, broken.id]),
+        )
+    assert len(sent) == 2
+    rows = VectorStoreFile.objects.filter(vector_store=store)
+    rows.filter(file_id=done.id).update(status="completed", attempts=1)
+    rows.filter(file_id=broken.id).update(
+        status="failed", attempts=5, last_error={"code": "server_error"}
+    )
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = file_batch_create(
+            vector_store=store,
+            data=FileBatchCreateInput(
+                files=[
+                    {"file_id": new.id},
+                    {"file_id": done.id, "attributes": {"k": 1}},
+                    {"file_id": broken.id},
+                    {"file_id": new.id, "attributes": {"k": 2}},
+                ]
+            ),
+        )
+    by_file = {row.file_id: row for row in rows.all()}
+    assert len(by_file) == 3
+    assert {row.batch_id for row in by_file.values()} == {batch.id}
+    # A completed file is not ingested again; its new attributes apply.
+    assert by_file[done.id].status == "completed"
+    assert by_file[done.id].attributes == {"k": 1}
+    # A failed one starts over; a file named twice counts once, as first named.
+    assert by_file[broken.id].status == "in_progress"
+    assert by_file[broken.id].attempts == 0
+    assert by_file[broken.id].last_error is None
+    assert by_file[new.id].attributes == {}
+    assert sorted(sent) == sorted([by_file[broken.id].id, by_file[new.id].id])
 
 
 def test_the_ingest_command_loads_a_folder_into_a_store(

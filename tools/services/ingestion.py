@@ -9,6 +9,7 @@ Parsing, embedding and writing overlap (``vector_store_files_ingest``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -18,11 +19,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 
+from core.db import columns, from_row
 from tools import embeddings
 from tools.file_search.parsers import Limits, ParseError, extract_text
-from tools.models import VectorStoreFile
+from tools.models import File, VectorStoreFile
 from tools.selectors import file_content_open
 
 logger = logging.getLogger(__name__)
@@ -100,19 +101,45 @@ class Progress:
     parsing: str | None = None
 
 
+@functools.cache
+def _claim_sql() -> str:
+    vsf_table = VectorStoreFile._meta.db_table
+    file_table = File._meta.db_table
+    return (
+        f'WITH c AS (UPDATE "{vsf_table}" SET attempts = attempts + 1 '
+        "WHERE id = %s AND status = %s RETURNING *) "
+        f"SELECT {columns(VectorStoreFile, 'c')}, {columns(File, 'f')} "
+        f'FROM c JOIN "{file_table}" f ON f.id = c.file_id'
+    )
+
+
+def _claim(vsf_id: str) -> VectorStoreFile | None:
+    """Count an attempt at an in-progress file and read it with its file,
+    in one statement (None: not in progress any more). The attempt is
+    counted before any work, so a file that kills its worker is seen on
+    redelivery. Written out rather than an ORM update and a get: on
+    Cranfield's 1,400 one-file chunks those two statements were most of
+    the ingesting thread's ~1.7 ms of CPU per file, taken from the
+    embedding's two cores."""
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(), [vsf_id, VectorStoreFile.Status.IN_PROGRESS.value])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    vsf, file = from_row([VectorStoreFile, File], row)
+    assert isinstance(vsf, VectorStoreFile) and isinstance(file, File)
+    vsf.file = file
+    return vsf
+
+
 def _prepare(
     vsf_id: str, progress: Progress
 ) -> tuple[VectorStoreFile, list[ChunkText]] | str:
     """Claim, read, parse and split one file: (row, chunks), or the final
     status when it ends here (``failed`` with its reason, or ``skipped``)."""
-    # Count the attempt before any work, so a file that kills its worker
-    # is seen on redelivery.
-    started = VectorStoreFile.objects.filter(
-        pk=vsf_id, status=VectorStoreFile.Status.IN_PROGRESS
-    ).update(attempts=F("attempts") + 1)
-    if not started:
+    vsf = _claim(vsf_id)
+    if vsf is None:
         return "skipped"
-    vsf = VectorStoreFile.objects.select_related("file").get(pk=vsf_id)
     if vsf.attempts > MAX_ATTEMPTS:
         vector_store_file_fail(
             vsf_id=vsf_id,

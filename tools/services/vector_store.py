@@ -139,6 +139,13 @@ def _expiry(store: VectorStore, now: datetime) -> None:
 # shared machine), small enough that several workers share a large batch and a
 # task stays far inside INGEST_TIME_LIMIT_SECONDS (2 MB of text is about
 # 1,300 chunks of 800 tokens, ~1 minute of embedding on 2 CPU cores).
+# Files are grouped smallest first: the model pads each of its batches to
+# its longest text, and a task's pipeline embeds its chunks a few hundred
+# at a time, so a group of files of mixed sizes pays for padding that files
+# of similar sizes do not. Cranfield's 1,400 files embedded as three tasks'
+# groups (32, then 256 at a time) took 43.3 s in upload order, 39.2 s with
+# each task's files in size order, against 38.6-39.7 s for one call over
+# all of them (2026-11-23).
 SMALL_FILE_BYTES = 512 * 1024
 GROUP_FILES = 512
 GROUP_BYTES = 2 * 1024 * 1024
@@ -164,7 +171,7 @@ def _enqueue_ingestion(vsf_ids: Sequence[str]) -> None:
         groups: list[list[str]] = []
         group: list[str] = []
         group_bytes = 0
-        for i in pending:
+        for i in sorted(pending, key=lambda i: sizes.get(i, 0)):
             size = sizes.get(i, 0)
             if size > SMALL_FILE_BYTES:
                 groups.append([i])
@@ -298,8 +305,19 @@ def _file_add(
         )
         row.save(force_insert=True)
         return row, True
-    # Re-adding a file is idempotent: the same row, re-ingested only if its
-    # last attempt did not complete.
+    again = _file_readd(existing, attributes=attributes, strategy=strategy, batch=batch)
+    return existing, again
+
+
+def _file_readd(
+    existing: VectorStoreFile,
+    *,
+    attributes: dict[str, Any] | None,
+    strategy: dict[str, Any],
+    batch: VectorStoreFileBatch | None,
+) -> bool:
+    """Re-adding a file is idempotent: the same (locked) row, re-ingested
+    only if its last attempt did not complete. Whether it needs ingesting."""
     fields = []
     if attributes is not None and attributes != existing.attributes:
         existing.attributes = attributes
@@ -320,7 +338,7 @@ def _file_add(
         fields += ["status", "last_error", "attempts", "chunking_strategy"]
     if fields:
         existing.save(update_fields=fields)
-    return existing, again
+    return again
 
 
 def vector_store_file_add(
@@ -406,22 +424,40 @@ def file_batch_create(
         file_ids=[fid for fid, _, _ in specs],
         param=param,
     )
+    # A file named twice: its first mention counts.
+    wanted: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {}
+    for fid, attributes, strategy in specs:
+        wanted.setdefault(fid, (attributes, strategy))
+    # The batch's rows in a few statements, not two per file: 500 files
+    # took ~0.5 s as a SELECT FOR UPDATE and an INSERT each, time the
+    # ingestion of the batch's first files waited for.
     with transaction.atomic():
         batch = VectorStoreFileBatch.objects.create(vector_store=vector_store)
-        queue = []
-        seen = set()
-        for fid, attributes, strategy in specs:
-            if fid in seen:
-                continue
-            seen.add(fid)
-            row, needs = _file_add(
-                vector_store=vector_store,
-                file_id=fid,
-                attributes=attributes,
-                strategy=strategy,
-                batch=batch,
-            )
-            if needs:
+        # Locked in primary-key order, so two batches naming the same files
+        # cannot deadlock.
+        existing = {
+            row.file_id: row
+            for row in VectorStoreFile.objects.select_for_update()
+            .filter(vector_store=vector_store, file_id__in=list(wanted))
+            .order_by("pk")
+        }
+        fresh = VectorStoreFile.objects.bulk_create(
+            [
+                VectorStoreFile(
+                    vector_store=vector_store,
+                    file_id=fid,
+                    attributes=attributes or {},
+                    chunking_strategy=strategy,
+                    batch=batch,
+                )
+                for fid, (attributes, strategy) in wanted.items()
+                if fid not in existing
+            ]
+        )
+        queue = [row.id for row in fresh]
+        for fid, row in existing.items():
+            attributes, strategy = wanted[fid]
+            if _file_readd(row, attributes=attributes, strategy=strategy, batch=batch):
                 queue.append(row.id)
         _enqueue_ingestion(queue)
     return batch
