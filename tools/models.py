@@ -321,8 +321,7 @@ class KeywordStore(models.Model):
 
     Written only by ``tools_chunk``'s triggers (migration 0007), in the
     transaction that adds, changes or deletes the chunks, so it is never
-    stale; no
-    foreign key: the row goes when the store's last chunk does.
+    stale; no foreign key: the row goes when the store's last chunk does.
     """
 
     vector_store_id = models.CharField(max_length=64, primary_key=True)
