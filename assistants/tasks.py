@@ -24,10 +24,10 @@ from assistants.runs.memory import thread_summarize
 from assistants.runs.reaper import runs_reap
 from core import taskqueue
 from core.errors import is_outage
-from tools import embeddings
 from tools.services.file import files_expire_due
 from tools.services.upload import uploads_expire_due
 from tools.services.vector_store import vector_stores_expire_due
+from tools.tasks import preload_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -162,16 +162,8 @@ def _preload_embeddings(sender: Any = None, **_kwargs: Any) -> None:
     )
     if settings.EMBEDDINGS_PRELOAD and in_process:
         threading.Thread(
-            target=_preload, name="embeddings-preload", daemon=True
+            target=preload_quietly, name="embeddings-preload", daemon=True
         ).start()
-
-
-def _preload() -> None:
-    try:
-        embeddings.preload()
-    except Exception:
-        # Used on demand later, where a failure fails only what needed it.
-        logger.exception("preloading the embedding model failed")
 
 
 @worker_shutdown.connect

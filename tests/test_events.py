@@ -53,9 +53,10 @@ def test_a_threads_worker_preloads_the_embedding_model_and_prefork_does_not(
     from celery.concurrency import prefork, thread
 
     from assistants import tasks
+    from tools import embeddings
 
     loaded = threading.Event()
-    monkeypatch.setattr(tasks.embeddings, "preload", loaded.set)
+    monkeypatch.setattr(embeddings, "preload", loaded.set)
     settings.EMBEDDINGS_PRELOAD = True
 
     class Consumer:
@@ -71,4 +72,19 @@ def test_a_threads_worker_preloads_the_embedding_model_and_prefork_does_not(
     assert not loaded.wait(0.3)
     settings.EMBEDDINGS_PRELOAD = True
     tasks._preload_embeddings(sender=Consumer(thread.TaskPool.__new__(thread.TaskPool)))
+    assert loaded.wait(5)
+
+
+def test_an_ingestion_child_preloads_the_embedding_model_as_it_starts(
+    monkeypatch: Any, settings: Any
+) -> None:
+    from tools import embeddings, tasks
+
+    loaded = threading.Event()
+    monkeypatch.setattr(embeddings, "preload", loaded.set)
+    settings.EMBEDDINGS_PRELOAD = False
+    tasks._preload_embeddings()
+    assert not loaded.wait(0.3)
+    settings.EMBEDDINGS_PRELOAD = True
+    tasks._preload_embeddings()
     assert loaded.wait(5)

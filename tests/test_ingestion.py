@@ -115,6 +115,26 @@ def test_embeddings_are_normalised_and_semantic() -> None:
     assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
 
 
+def test_many_texts_go_to_the_batch_threads_and_come_back_in_order(
+    settings: Any,
+) -> None:
+    import torch
+
+    settings.EMBEDDING_WORKERS = 2
+    settings.EMBEDDING_BATCH_SIZE = 4
+    # Lengths out of order, more batches than threads.
+    texts = [f"{'turbulent flow ' * (i * 7 % 40)}sample {i}" for i in range(23)]
+    before = torch.get_num_threads()
+    together = embeddings.embed(texts)
+    pool = embeddings._pool
+    assert pool is not None and pool.workers >= 2
+    # One text at a time takes the single model, not the batch threads.
+    alone = [embeddings.embed([text])[0] for text in texts]
+    for a, b in zip(together, alone, strict=True):
+        assert sum(x * y for x, y in zip(a, b, strict=True)) > 0.9999
+    assert torch.get_num_threads() == before
+
+
 def _file(tenant: Any, name: str, data: bytes) -> Any:
     return file_create(
         project=tenant.project,

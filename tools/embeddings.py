@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,18 +58,24 @@ def _remote() -> str:
 
 
 def _load_model() -> Any:
-    global _model
     if _model is None:
         with _lock:
-            if _model is None:
-                # Offline before the import: transformers reads these once.
-                os.environ["HF_HUB_OFFLINE"] = "1"
-                os.environ["TRANSFORMERS_OFFLINE"] = "1"
-                from sentence_transformers import SentenceTransformer
+            return _load_model_unlocked()
+    return _model
 
-                _model = SentenceTransformer(
-                    str(model_path()), device="cpu", local_files_only=True
-                )
+
+def _load_model_unlocked() -> Any:
+    """_load_model's body, for callers already holding ``_lock``."""
+    global _model
+    if _model is None:
+        # Offline before the import: transformers reads these once.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        from sentence_transformers import SentenceTransformer
+
+        _model = SentenceTransformer(
+            str(model_path()), device="cpu", local_files_only=True
+        )
     return _model
 
 
@@ -76,9 +84,12 @@ def preload() -> None:
     with a remote endpoint). A runs worker first needs it when a thread has
     grown past its context boundary (recall of older messages): loaded then,
     mid-traffic, it cost ~300 MB of RSS and a stall of seconds all at once
-    (load benchmark, ninth minute)."""
+    (load benchmark, ninth minute). The batch threads and their copies of
+    the model start too: made at an ingestion worker's first file, they
+    took ~2 s of its first batch."""
     if not _remote():
         _load_model()
+        _batch_pool()
 
 
 def _load_tokenizer() -> Any:
@@ -143,19 +154,152 @@ def embed(texts: Sequence[str]) -> list[list[float]]:
         for i in range(0, len(texts), batch):
             out.extend(_embed_remote(texts[i : i + batch]))
     else:
-        vectors = _load_model().encode(
-            list(texts),
-            batch_size=batch,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        out = [v.tolist() for v in vectors]
+        out = _embed_local(list(texts), batch)
     if out and len(out[0]) != embedding_dimensions():
         raise EmbeddingError(
             f"the embedding model returns {len(out[0])} dimensions; "
             f"EMBEDDING_DIMENSIONS is {embedding_dimensions()}"
         )
+    return out
+
+
+def _encode(model: Any, texts: list[str], batch: int) -> Any:
+    return model.encode(
+        texts,
+        batch_size=batch,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+
+
+def embedding_workers() -> int:
+    """Threads an ``embed`` call of several texts spreads its batches over,
+    each running its own copy of the model with one intra-op thread
+    (EMBEDDING_WORKERS; 0: torch's intra-op thread count, at most 4; 1: one
+    call with torch's own threading)."""
+    configured = int(getattr(settings, "EMBEDDING_WORKERS", 0))
+    if configured > 0:
+        return configured
+    import torch
+
+    return max(1, min(4, torch.get_num_threads()))
+
+
+def calls_overlap() -> bool:
+    """Whether two ``embed`` calls at once keep the hardware busier than one
+    after the other: a remote endpoint batches on its side, and the local
+    model's batch threads take the second call's batches as the first
+    call's run out. Not with one worker: two calls would each split every
+    operation over all the cores."""
+    return bool(_remote()) or embedding_workers() > 1
+
+
+@dataclass
+class _BatchPool:
+    pid: int
+    executor: ThreadPoolExecutor
+    workers: int
+
+
+_pool: _BatchPool | None = None
+_local = threading.local()
+
+
+def _batch_pool() -> _BatchPool | None:
+    """The process's batch threads (None: one worker). Started all at once
+    and each given its own copy of the model (~90 MB for the default one),
+    apart from the one single texts use: no two threads share a tokenizer
+    (the fast tokenizer's Rust object refuses a second borrower, "Already
+    borrowed", when one thread sets its padding while another encodes).
+    Made again after a fork: threads do not survive one."""
+    global _pool
+    if _pool is not None and _pool.pid == os.getpid():
+        return _pool
+    workers = embedding_workers()
+    if workers < 2:
+        return None
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    with _lock:
+        if _pool is not None and _pool.pid == os.getpid():
+            return _pool
+        previous = torch.get_num_threads()
+        models: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        _load_model_unlocked()  # offline settings first; single texts use it
+        for _ in range(workers):
+            models.put(
+                SentenceTransformer(
+                    str(model_path()), device="cpu", local_files_only=True
+                )
+            )
+        started = threading.Barrier(workers + 1)
+
+        def init() -> None:
+            # Read first: torch sets a thread's count from the process
+            # default on its first call, which would undo the 1.
+            torch.get_num_threads()
+            torch.set_num_threads(1)
+            _local.model = models.get()
+
+        executor = ThreadPoolExecutor(
+            workers, thread_name_prefix="embed-batch", initializer=init
+        )
+        for _ in range(workers):
+            executor.submit(started.wait)
+        started.wait()
+        # set_num_threads(1) also became the default of threads yet to run
+        # torch; the rest of the process keeps its own.
+        torch.set_num_threads(previous)
+        _pool = _BatchPool(pid=os.getpid(), executor=executor, workers=workers)
+        return _pool
+
+
+def _slices(order: list[int], batch: int, workers: int) -> list[list[int]]:
+    """``order`` cut into batches for ``workers`` threads: ``batch`` texts
+    each, at least one per thread, and the last ``workers × batch`` texts in
+    quarter batches. A call returns when its last batch does, and one
+    thread alone runs that batch: at the end of each ingestion task the
+    other core idled ~1.4 s (a full batch of 32 on one core) before the
+    quarter batches."""
+    size = max(1, min(batch, math.ceil(len(order) / workers)))
+    tail = max(0, len(order) - workers * size)
+    slices = [order[k : min(k + size, tail)] for k in range(0, tail, size)]
+    small = max(1, size // 4)
+    slices += [order[k : k + small] for k in range(tail, len(order), small)]
+    return slices
+
+
+def _encode_here(texts: list[str], batch: int) -> list[list[float]]:
+    return [v.tolist() for v in _encode(_local.model, texts, batch)]
+
+
+def _embed_local(texts: list[str], batch: int) -> list[list[float]]:
+    """The local model over ``texts``. Several texts: in batches (longest
+    texts first, as sentence-transformers orders its own; at least one per
+    batch thread) queued to the process's batch threads, each running its
+    own copy of the model with one intra-op thread, rather than one call
+    whose every operation is split over the cores. A split operation waits
+    at a barrier for its slowest thread, so any other work on the machine
+    (an ingestion's parsing and COPY beside its embedding, the database's
+    writes) stalls both cores whenever it takes one; a batch thread loses
+    only the time it is descheduled. The queue is shared, so an ingestion's
+    next group starts on a thread as soon as the previous group's last
+    batch leaves it. Measured in bench/retrieval_bench.py (README,
+    retrieval)."""
+    pool = _batch_pool() if len(texts) > 1 else None
+    if pool is None:
+        return [v.tolist() for v in _encode(_load_model(), texts, batch)]
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    slices = _slices(order, batch, pool.workers)
+    done = pool.executor.map(
+        lambda indices: _encode_here([texts[i] for i in indices], batch), slices
+    )
+    out: list[list[float]] = [[] for _ in texts]
+    for indices, vectors in zip(slices, done, strict=True):
+        for i, vector in zip(indices, vectors, strict=True):
+            out[i] = vector
     return out
 
 

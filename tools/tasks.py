@@ -12,10 +12,15 @@ the fallback for a message sent without them.
 from __future__ import annotations
 
 import logging
+import threading
+from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+from django.conf import settings
 
+from tools import embeddings
 from tools.embeddings import EmbeddingError
 from tools.models import VectorStoreFile
 from tools.services.ingestion import (
@@ -25,6 +30,27 @@ from tools.services.ingestion import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def _preload_embeddings(**_: Any) -> None:
+    """A prefork child (the ingestion worker's) loads the embedding model
+    and starts its batch threads as it starts, in the background (Celery
+    gives a child's start-up a few seconds), instead of during its first
+    file; a task arriving meanwhile waits for them in ``embed``."""
+    if settings.EMBEDDINGS_PRELOAD:
+        threading.Thread(
+            target=preload_quietly, name="embeddings-preload", daemon=True
+        ).start()
+
+
+def preload_quietly() -> None:
+    """``embeddings.preload``, a failure logged: the model is then loaded
+    on demand, where a failure fails only what needed it."""
+    try:
+        embeddings.preload()
+    except Exception:
+        logger.exception("preloading the embedding model failed")
 
 
 def _pending(vsf_ids: list[str]) -> list[str]:
