@@ -135,6 +135,26 @@ def test_many_texts_go_to_the_batch_threads_and_come_back_in_order(
     assert torch.get_num_threads() == before
 
 
+def test_a_tasks_last_files_make_a_small_batch_of_their_own(
+    monkeypatch: Any,
+) -> None:
+    from tools.services import ingestion
+
+    monkeypatch.setattr(
+        ingestion,
+        "_prepare",
+        lambda vsf_id, progress: (vsf_id, [ingestion.ChunkText("x", 1)]),
+    )
+    ids = [f"vsf_{i}" for i in range(500)]
+    sizes = [
+        len(batch)
+        for batch in ingestion._batches(ids, ingestion.Progress(), results={})
+    ]
+    first, group = ingestion.FIRST_GROUP, ingestion.EMBED_GROUP
+    assert sizes == [first, group, 500 - 2 * first - group, first]
+    assert sum(sizes) == 500
+
+
 def _file(tenant: Any, name: str, data: bytes) -> Any:
     return file_create(
         project=tenant.project,
