@@ -260,10 +260,15 @@ EMBEDDING_API_MODEL = env.str("EMBEDDING_API_MODEL", default="")
 EMBEDDING_API_KEY = secret("EMBEDDING_API_KEY", "")
 EMBEDDING_DIMENSIONS = env.int("EMBEDDING_DIMENSIONS", default=384)
 EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=32)
-# Workers that execute tasks in their own process (threads or solo pool)
-# load the local embedding model as they start, in the background: its
-# memory is then part of the process from the start, and the first recall
-# in a long thread does not wait for it.
+# Threads a large embed call spreads its batches over, each with its own
+# copy of the local model and one intra-op thread (tools.embeddings); 0:
+# torch's thread count (the cores), at most 4; 1: one call over all cores.
+EMBEDDING_WORKERS = env.int("EMBEDDING_WORKERS", default=0)
+# Workers load the local embedding model (and its batch threads) as they
+# start, in the background: a threads or solo pool in its process, a
+# prefork pool in each child. Its memory is then part of the process from
+# the start, and neither the first recall in a long thread nor the first
+# file ingested waits for it.
 EMBEDDINGS_PRELOAD = env.bool("EMBEDDINGS_PRELOAD", default=True)
 # Bounds on one file's ingestion: a file over these fails as invalid_file.
 INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=64 * 1024 * 1024)
