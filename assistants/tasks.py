@@ -27,7 +27,7 @@ from core.errors import is_outage
 from tools.services.file import files_expire_due
 from tools.services.upload import uploads_expire_due
 from tools.services.vector_store import vector_stores_expire_due
-from tools.tasks import preload_quietly
+from tools.tasks import preload_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -153,17 +153,15 @@ def _start_reaper(**_kwargs: Any) -> None:
 @worker_ready.connect
 def _preload_embeddings(sender: Any = None, **_kwargs: Any) -> None:
     """The embedding model, loaded in the background where tasks run in this
-    process (a prefork pool's children would each load their own copy on
-    first use instead)."""
+    process (a prefork pool's children each load their own as they start:
+    tools.tasks)."""
     pool = getattr(sender, "pool", None)
     in_process = type(pool).__module__ in (
         "celery.concurrency.thread",
         "celery.concurrency.solo",
     )
-    if settings.EMBEDDINGS_PRELOAD and in_process:
-        threading.Thread(
-            target=preload_quietly, name="embeddings-preload", daemon=True
-        ).start()
+    if in_process:
+        preload_in_background()
 
 
 @worker_shutdown.connect

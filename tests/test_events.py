@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import redis
 from django.conf import settings
 
@@ -47,16 +48,23 @@ def test_a_blocked_reader_gets_all_events_of_one_publish_in_one_read() -> None:
     reader.close()
 
 
-def test_a_threads_worker_preloads_the_embedding_model_and_prefork_does_not(
-    monkeypatch: Any, settings: Any
-) -> None:
-    from celery.concurrency import prefork, thread
-
-    from assistants import tasks
+@pytest.fixture
+def preloaded(monkeypatch: Any) -> threading.Event:
+    """Set when ``embeddings.preload`` is called (instead of loading)."""
     from tools import embeddings
 
     loaded = threading.Event()
     monkeypatch.setattr(embeddings, "preload", loaded.set)
+    return loaded
+
+
+def test_a_threads_worker_preloads_the_embedding_model_and_prefork_does_not(
+    preloaded: threading.Event, settings: Any
+) -> None:
+    from celery.concurrency import prefork, thread
+
+    from assistants import tasks
+
     settings.EMBEDDINGS_PRELOAD = True
 
     class Consumer:
@@ -66,25 +74,23 @@ def test_a_threads_worker_preloads_the_embedding_model_and_prefork_does_not(
     tasks._preload_embeddings(
         sender=Consumer(prefork.TaskPool.__new__(prefork.TaskPool))
     )
-    assert not loaded.wait(0.3)
+    assert not preloaded.wait(0.3)
     settings.EMBEDDINGS_PRELOAD = False
     tasks._preload_embeddings(sender=Consumer(thread.TaskPool.__new__(thread.TaskPool)))
-    assert not loaded.wait(0.3)
+    assert not preloaded.wait(0.3)
     settings.EMBEDDINGS_PRELOAD = True
     tasks._preload_embeddings(sender=Consumer(thread.TaskPool.__new__(thread.TaskPool)))
-    assert loaded.wait(5)
+    assert preloaded.wait(5)
 
 
 def test_an_ingestion_child_preloads_the_embedding_model_as_it_starts(
-    monkeypatch: Any, settings: Any
+    preloaded: threading.Event, settings: Any
 ) -> None:
-    from tools import embeddings, tasks
+    from tools import tasks
 
-    loaded = threading.Event()
-    monkeypatch.setattr(embeddings, "preload", loaded.set)
     settings.EMBEDDINGS_PRELOAD = False
     tasks._preload_embeddings()
-    assert not loaded.wait(0.3)
+    assert not preloaded.wait(0.3)
     settings.EMBEDDINGS_PRELOAD = True
     tasks._preload_embeddings()
-    assert loaded.wait(5)
+    assert preloaded.wait(5)

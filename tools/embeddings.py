@@ -163,14 +163,15 @@ def embed(texts: Sequence[str]) -> list[list[float]]:
     return out
 
 
-def _encode(model: Any, texts: list[str], batch: int) -> Any:
-    return model.encode(
+def _encode(model: Any, texts: list[str], batch: int) -> list[list[float]]:
+    vectors = model.encode(
         texts,
         batch_size=batch,
         normalize_embeddings=True,
         convert_to_numpy=True,
         show_progress_bar=False,
     )
+    return [v.tolist() for v in vectors]
 
 
 def embedding_workers() -> int:
@@ -271,10 +272,6 @@ def _slices(order: list[int], batch: int, workers: int) -> list[list[int]]:
     return slices
 
 
-def _encode_here(texts: list[str], batch: int) -> list[list[float]]:
-    return [v.tolist() for v in _encode(_local.model, texts, batch)]
-
-
 def _embed_local(texts: list[str], batch: int) -> list[list[float]]:
     """The local model over ``texts``. More than a quarter batch: in
     batches (longest texts first, as sentence-transformers orders its own;
@@ -293,11 +290,13 @@ def _embed_local(texts: list[str], batch: int) -> list[list[float]]:
     # that only ever embeds queries loads the batch threads' copies.
     pool = _batch_pool() if len(texts) > max(1, batch // 4) else None
     if pool is None:
-        return [v.tolist() for v in _encode(_load_model(), texts, batch)]
+        return _encode(_load_model(), texts, batch)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     slices = _slices(order, batch, pool.workers)
+    # Run on a batch thread, so _local.model is that thread's copy.
     done = pool.executor.map(
-        lambda indices: _encode_here([texts[i] for i in indices], batch), slices
+        lambda indices: _encode(_local.model, [texts[i] for i in indices], batch),
+        slices,
     )
     out: list[list[float]] = [[] for _ in texts]
     for indices, vectors in zip(slices, done, strict=True):

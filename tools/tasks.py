@@ -35,18 +35,23 @@ logger = logging.getLogger(__name__)
 @worker_process_init.connect
 def _preload_embeddings(**_: Any) -> None:
     """A prefork child (the ingestion worker's) loads the embedding model
-    and starts its batch threads as it starts, in the background (Celery
-    gives a child's start-up a few seconds), instead of during its first
-    file; a task arriving meanwhile waits for them in ``embed``."""
+    and starts its batch threads as it starts (Celery gives a child's
+    start-up a few seconds, hence in the background), instead of during
+    its first file; a task arriving meanwhile waits for them in ``embed``."""
+    preload_in_background()
+
+
+def preload_in_background() -> None:
+    """``embeddings.preload`` on a thread of its own, when
+    EMBEDDINGS_PRELOAD; a failure is logged, and the model is then loaded
+    on demand, where a failure fails only what needed it."""
     if settings.EMBEDDINGS_PRELOAD:
         threading.Thread(
-            target=preload_quietly, name="embeddings-preload", daemon=True
+            target=_preload_quietly, name="embeddings-preload", daemon=True
         ).start()
 
 
-def preload_quietly() -> None:
-    """``embeddings.preload``, a failure logged: the model is then loaded
-    on demand, where a failure fails only what needed it."""
+def _preload_quietly() -> None:
     try:
         embeddings.preload()
     except Exception:
