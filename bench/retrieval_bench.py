@@ -480,6 +480,7 @@ def _copy_rows(
     (what decides which values PostgreSQL moves out of the row) and a
     full-text ranker with real words to rank."""
     from django.db import connection
+    from pgvector import HalfVector
     from pgvector.psycopg import register_vector
 
     connection.ensure_connection()
@@ -497,7 +498,7 @@ def _copy_rows(
                 "FROM STDIN (FORMAT BINARY)"
             ) as copy:
                 copy.set_types(
-                    ["text", "text", "text", "int4", "text", "int4", "jsonb", "vector"]
+                    ["text", "text", "text", "int4", "text", "int4", "jsonb", "halfvec"]
                 )
                 firsts, seconds = _pair(rows, len(base))
                 for g, a, b, vector in zip(
@@ -517,7 +518,7 @@ def _copy_rows(
                             text,
                             len(text) // 4,
                             {"bucket": g % 100},  # jsonb: dumped by psycopg
-                            vector,
+                            HalfVector(vector),
                         )
                     )
             done = min(len(order), lo + step)

@@ -8,7 +8,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.utils import timezone
-from pgvector.django import HnswIndex, VectorField
+from pgvector.django import HalfVectorField, HnswIndex
 
 from core import ids
 from core.models import Project, PublicObject
@@ -39,6 +39,9 @@ UPLOADABLE_PURPOSES = (
 # model with another size needs a migration that changes the column (and
 # EMBEDDING_DIMENSIONS set to match).
 EMBEDDING_COLUMN_DIMENSIONS = 384
+# A chunk's vector is stored in half precision (halfvec, migration 0008):
+# bytes per dimension, for usage_bytes.
+CHUNK_VECTOR_BYTES_PER_DIMENSION = 2
 
 
 def file_storage_path(instance: File, filename: str) -> str:
@@ -274,7 +277,9 @@ class Chunk(models.Model):
     text = models.TextField()
     tokens = models.PositiveIntegerField()
     attributes = models.JSONField(default=dict)
-    embedding = VectorField(dimensions=EMBEDDING_COLUMN_DIMENSIONS)
+    # Half precision (migration 0008 says why): searches rank by it, and no
+    # part of the platform reads a chunk's vector back.
+    embedding = HalfVectorField(dimensions=EMBEDDING_COLUMN_DIMENSIONS)
     search_vector = models.GeneratedField(
         expression=SearchVector("text", config="english"),
         output_field=SearchVectorField(),
@@ -297,7 +302,7 @@ class Chunk(models.Model):
                 fields=["embedding"],
                 m=16,
                 ef_construction=128,
-                opclasses=["vector_cosine_ops"],
+                opclasses=["halfvec_cosine_ops"],
             ),
             GinIndex(fields=["search_vector"], name="chunk_search_vector"),
             # Serves eq/in attribute filters (written as `attributes @> ...`)

@@ -271,7 +271,7 @@ def _ranking_sql(where: str, *, index: bool, capped: bool = False) -> str:
     query both answers and tells that its answer was cut short (the marker
     costs ~0.5 us a row here: 10,000 rows took 23 ms with it, 17 without)."""
     scored = (
-        "SELECT id, embedding <=> %s::vector AS distance FROM tools_chunk "
+        "SELECT id, embedding <=> %s::halfvec AS distance FROM tools_chunk "
         f"WHERE vector_store_id = ANY(%s) AND {where}"
     )
     if index:

@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from core.db import Sql, columns, execute, from_row, update_sql
 from tools import embeddings
 from tools.file_search.parsers import Limits, ParseError, extract_text
-from tools.models import File, VectorStoreFile
+from tools.models import CHUNK_VECTOR_BYTES_PER_DIMENSION, File, VectorStoreFile
 from tools.selectors import file_content_open
 
 logger = logging.getLogger(__name__)
@@ -347,7 +347,7 @@ def _chunks_store(batch: list[Prepared], vectors: list[list[float]]) -> dict[str
                     # What the store holds for this file: its text and its
                     # vectors.
                     row.usage_bytes = sum(len(p.text.encode()) for p in pieces) + (
-                        len(mine) * 4 * dims
+                        len(mine) * CHUNK_VECTOR_BYTES_PER_DIMENSION * dims
                     )
                     row.chunk_count = len(pieces)
                     row.status = VectorStoreFile.Status.COMPLETED
