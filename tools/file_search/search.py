@@ -599,18 +599,26 @@ def tsquery_any(terms: Sequence[str]) -> str:
 # A chunk's BM25 score for the query: ts_filter(setweight(...)) keeps only
 # the query's lexemes (setweight marks them 'A'), so only those few are
 # unnested; a lexeme's positions are its occurrences (PostgreSQL keeps up to
-# 256), and length(search_vector), the chunk's distinct lexemes, its length.
-# Parameters: terms, idfs, terms, avgdl.
+# 256), and length(...), the chunk's distinct lexemes, its length.
+# ``w.v`` is the chunk's search_vector with the query's lexemes marked,
+# made once per chunk by _WEIGHTED_SQL (a LATERAL subquery that OFFSET 0
+# keeps from being folded into the score): the search_vector sits in TOAST
+# (tools migration 0008), and every reference to the column would fetch it
+# again, once for the lexemes and once per lexeme for the length.
+# Parameters: idfs, terms, avgdl; then _WEIGHTED_SQL's terms.
 _BM25_SQL = f"""
     (SELECT sum(
         (%s::float8[])[array_position(%s::text[], l.lexeme)]
         * greatest(cardinality(l.positions), 1) * {BM25_K1 + 1}
         / (greatest(cardinality(l.positions), 1)
            + {BM25_K1} * ({1 - BM25_B}
-                          + {BM25_B} * length(c.search_vector) / %s::float8)))
-     FROM unnest(ts_filter(setweight(c.search_vector, 'A', %s::text[]), '{{a}}'))
-          AS l)
+                          + {BM25_B} * length(w.v) / %s::float8)))
+     FROM unnest(ts_filter(w.v, '{{a}}')) AS l)
 """
+_WEIGHTED_SQL = (
+    "CROSS JOIN LATERAL "
+    "(SELECT setweight(c.search_vector, 'A', %s::text[]) AS v OFFSET 0) w"
+)
 
 
 def keyword_ranking(
@@ -649,7 +657,7 @@ def keyword_ranking(
     cursor.execute(
         f"""
         SELECT c.id, {_BM25_SQL} AS score
-        FROM tools_chunk c
+        FROM tools_chunk c {_WEIGHTED_SQL}
         WHERE {match} AND c.vector_store_id = ANY(%s) AND {where}
         ORDER BY score DESC NULLS LAST, c.id
         LIMIT %s
