@@ -435,7 +435,11 @@ def _hnsw_ranking(
 # distances, a heap fetch for the filter) over computing one row's distance
 # in an exact scan, measured on bench/retrieval_bench.py's 100k chunks:
 # ~30 us a candidate (12 ms for ~400) against ~3.5 us a row read through the
-# GIN index (35 ms for a filter keeping 10 %, 2 ms for 1 %).
+# GIN index (35 ms for a filter keeping 10 %, 2 ms for 1 %). Since tools
+# migration 0008 (narrow rows, halfvec) both are cheaper: at 100k the 10 %
+# filter's ~470 candidates take ~4.2 ms (~9 us each), a 1 % filter's 1,000
+# exact rows ~0.7 ms; a ratio of ~13, which would raise the exact bound
+# by ~1.2x. Not re-tuned: no case of the benchmark sits near the bound.
 _HNSW_VISIT_COST = 9
 
 
