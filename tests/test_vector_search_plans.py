@@ -7,6 +7,8 @@ PostgreSQL + pgvector; synthetic vectors, no model)."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -14,18 +16,26 @@ import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
+import tools.file_search.search as search
 from tests.chunk_rows import DIM, chunks_add, store_file
 from tools.file_search.search import (
     ComparisonFilter,
     CompoundFilter,
     Filter,
     VectorRanking,
+    _counted_probe,
     _exact_ranking,
     filter_sql,
     hnsw_params,
     vector_ranking,
 )
-from tools.models import Chunk, VectorStore, chunk_index_sql
+from tools.models import (
+    AttributeValue,
+    Chunk,
+    VectorStore,
+    VectorStoreFile,
+    chunk_index_sql,
+)
 
 BIG = 2000
 SMALL = 60
@@ -177,18 +187,25 @@ def test_a_broad_scope_takes_the_index_and_finds_the_same_rows(
 
 
 def test_a_short_index_scan_is_answered_exactly(stores: dict[str, str]) -> None:
-    # Statistics say every row is "even" or "odd"; then all but 4 rows
-    # change. The estimate (half the store) picks the index, which finds 4
-    # rows for a page of 10: the exact plan answers instead.
-    Chunk.objects.filter(vector_store_id=stores["big"]).exclude(
-        attributes__n__in=["1", "3", "5", "7"]
-    ).update(attributes={"tag": "gone"})
-    flt = ComparisonFilter(type="eq", key="tag", value="odd")
+    # Odd rows, and rows whose n is even or 1, 3, 5, 7: a quarter of the
+    # store as the plan choice takes them (independent), 4 rows in fact.
+    # The estimate picks the index, which finds 4 rows for a page of 10:
+    # the exact plan answers instead.
+    numbers: list[Any] = ["1", "3", "5", "7", *(str(i) for i in range(0, BIG, 2))]
+    flt = CompoundFilter(
+        type="and",
+        filters=[
+            ComparisonFilter(type="eq", key="tag", value="odd"),
+            ComparisonFilter(type="in", key="n", value=numbers),
+        ],
+    )
     vector = _query(0)
     with override_settings(SEARCH_EXACT_MAX_ROWS=100):
         ranking = _search(stores["big"], vector, flt)
     assert ranking.plan == "hnsw+exact"
-    truth = _truth(stores["big"], vector, lambda a: a.get("tag") == "odd", 10)
+    truth = _truth(
+        stores["big"], vector, lambda a: a["tag"] == "odd" and a["n"] in numbers, 10
+    )
     assert len(truth) == 4
     _assert_exact(ranking, truth)
 
@@ -264,45 +281,51 @@ def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_exact_rows(
 def test_a_short_wide_beam_resumes_the_walk_before_going_exact(
     stores: dict[str, str],
 ) -> None:
-    # Statistics say half the rows are "odd"; then all but 40 (2 %) change.
-    # The beam sized for 50 % visits too few rows to find 40 that pass; a
-    # resumed walk finds them before an exact scan is paid for.
-    Chunk.objects.filter(vector_store_id=stores["big"]).exclude(
-        attributes__bucket__in=[1, 3]
-    ).update(attributes={"tag": "gone"})
-    flt = ComparisonFilter(type="eq", key="tag", value="odd")
+    # Conditions that seem to keep half, 51 % and 99.5 % of the rows, so a
+    # quarter together as the plan choice takes them (independent), but
+    # keep 10 rows (0.5 %): the odd rows of bucket 1 under 1,000, all the
+    # others keep of the odd. The beam sized for a quarter visits too few
+    # rows to find the 10; a resumed walk finds them before an exact scan
+    # is paid for.
+    flt = CompoundFilter(
+        type="and",
+        filters=[
+            ComparisonFilter(type="eq", key="tag", value="odd"),
+            ComparisonFilter(type="nin", key="bucket", value=list(range(3, 100, 2))),
+            ComparisonFilter(
+                type="nin", key="n", value=[str(i) for i in range(1001, BIG, 100)]
+            ),
+        ],
+    )
     for seed in range(3):
         vector = _query(seed)
-        ranking = _search(stores["big"], vector, flt, limit=40)
+        ranking = _search(stores["big"], vector, flt)
         assert ranking.plan == "hnsw+resume"
-        truth = _truth(stores["big"], vector, lambda a: a.get("tag") == "odd", 40)
-        assert len(ranking.rows) == 40
-        assert {r[0] for r in ranking.rows} <= {
-            c.id
-            for c in Chunk.objects.filter(
-                vector_store_id=stores["big"], attributes__tag="odd"
-            )
-        }
-        _assert_exact(VectorRanking(ranking.rows[:10], ranking.plan, None), truth[:10])
+        assert ranking.estimated_rows == pytest.approx(BIG * 0.5 * 0.51 * 0.995)
+        truth = _truth(
+            stores["big"], vector, lambda a: a["bucket"] == 1 and int(a["n"]) < 1000, 10
+        )
+        assert len(truth) == 10
+        _assert_exact(ranking, truth)
 
 
 def test_an_exact_scan_past_its_cap_gives_way_to_the_index(
     stores: dict[str, str],
 ) -> None:
-    # Statistics say no row is tagged "new"; then every row of the big
-    # store is. The estimate (almost none) picks the exact plan; its cap
-    # (4 x 100 rows) is passed, so the index answers, and still right.
-    Chunk.objects.filter(vector_store_id=stores["big"]).update(
-        attributes={"tag": "new"}
-    )
-    flt = ComparisonFilter(type="eq", key="tag", value="new")
+    # The same condition twice, taken as independent: 22 % x 22 % of the
+    # store, 97 rows, where 440 pass. The estimate picks the exact plan;
+    # its cap (4 x 100 rows) is passed, so the index answers, and still
+    # right.
+    same = ComparisonFilter(type="in", key="bucket", value=list(range(22)))
+    flt = CompoundFilter(type="and", filters=[same, same])
     vector = _query(0)
     with override_settings(SEARCH_EXACT_MAX_ROWS=100, SEARCH_HNSW_EF_SEARCH=1000):
         ranking = _search(stores["big"], vector, flt)
-    assert ranking.estimated_rows is not None
-    assert ranking.estimated_rows <= 100
+    assert ranking.estimated_rows == pytest.approx(BIG * 0.22 * 0.22)
     assert ranking.plan == "hnsw"
-    _assert_exact(ranking, _truth(stores["big"], vector, lambda a: True, 10))
+    _assert_exact(
+        ranking, _truth(stores["big"], vector, lambda a: a["bucket"] < 22, 10)
+    )
 
 
 def test_exact_scan_marks_a_cut_short_answer(stores: dict[str, str]) -> None:
@@ -436,3 +459,126 @@ def test_a_chunk_row_keeps_only_what_searches_read(tenant: Any) -> None:
             pages = cursor.fetchone()[0]
         # A row of a 776-byte halfvec and short values: 8 to a page.
         assert pages <= 6, (name, pages)
+
+
+def _counts(store_id: str) -> Counter[tuple[str, str]]:
+    """tools_attribute_value of a store, as (key, JSON value) -> chunks."""
+    return Counter(
+        {
+            (key, json.dumps(value)): chunks
+            for key, value, chunks in AttributeValue.objects.filter(
+                vector_store_id=store_id
+            ).values_list("key", "value", "chunks")
+        }
+    )
+
+
+def _expected(attributes: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    return Counter(
+        (key, json.dumps(value)) for a in attributes for key, value in a.items()
+    )
+
+
+def test_attribute_counts_follow_chunks(tenant: Any) -> None:
+    """tools_chunk's triggers (migration 0009) keep the counts the plan
+    choice reads through every way chunks come, change and go."""
+    store = VectorStore.objects.create(project=tenant.project, name="a")
+    other = VectorStore.objects.create(project=tenant.project, name="b")
+    first, second = (
+        store_file(tenant, store, "first"),
+        store_file(tenant, store, "second"),
+    )
+    one: list[dict[str, Any]] = [{"year": 2024, "kind": "memo"}] * 2
+    two: list[dict[str, Any]] = [
+        {"year": 2025, "kind": "memo", "draft": True},
+        {"kind": "7"},
+        {},
+    ]
+    chunks_add(first, ["a", "b"], attributes=one)
+    ids = chunks_add(second, ["c", "d", "e"], attributes=two)
+    chunks_add(store_file(tenant, other, "third"), ["f"], attributes=[{"kind": 7}])
+    assert _counts(store.id) == _expected(one + two)
+    assert _counts(other.id) == _expected([{"kind": 7}])
+
+    # A file's attributes updated (what the platform does): counted again.
+    Chunk.objects.filter(vector_store_file_id=second.pk).update(
+        attributes={"year": 2026}
+    )
+    assert _counts(store.id) == _expected(one + [{"year": 2026}] * 3)
+    # A chunk moved to another store.
+    Chunk.objects.filter(id=ids[0]).update(vector_store_id=other.id)
+    assert _counts(other.id) == _expected([{"kind": 7}, {"year": 2026}])
+    # A file leaves the store (the database's cascade): values only it
+    # held are gone, not left at zero.
+    VectorStoreFile.objects.filter(pk=first.pk).delete()
+    assert _counts(store.id) == _expected([{"year": 2026}] * 2)
+    assert not AttributeValue.objects.filter(chunks__lte=0).exists()
+    # The store goes, and with its files their chunks, the moved one too.
+    VectorStore.objects.filter(pk=store.pk).delete()
+    assert _counts(store.id) == Counter()
+    assert _counts(other.id) == _expected([{"kind": 7}])
+
+
+def test_the_rows_a_filter_keeps_are_counted_on_any_key(
+    stores: dict[str, str],
+) -> None:
+    """The plan choice counts a comparison's rows exactly, whichever of a
+    chunk's keys it tests (PostgreSQL's estimate from the whole jsonb value
+    samples the first key in sort order: migration 0009), and combines
+    parts as independent."""
+    cases: list[Filter] = [
+        ComparisonFilter(type="eq", key="tag", value="odd"),
+        ComparisonFilter(type="eq", key="n", value="17"),
+        ComparisonFilter(type="ne", key="bucket", value=7),
+        ComparisonFilter(type="in", key="bucket", value=[1, 2, "3"]),
+        ComparisonFilter(type="nin", key="tag", value=["odd", "none"]),
+        ComparisonFilter(type="lt", key="bucket", value=10),
+        ComparisonFilter(type="gte", key="n", value="5"),
+        ComparisonFilter(type="gt", key="missing", value=3),
+        ComparisonFilter(type="ne", key="missing", value=3),
+    ]
+    with connection.cursor() as cursor:
+        for flt in cases:
+            params: list[Any] = []
+            where = filter_sql(flt, params)
+            cursor.execute(
+                f"SELECT count(*) FROM tools_chunk WHERE vector_store_id = %s "
+                f"AND {where}",
+                [stores["big"], *params],
+            )
+            passing = cursor.fetchone()[0]
+            probe = _counted_probe(cursor, [stores["big"]], flt)
+            assert probe is not None
+            assert probe.estimate == passing, flt
+            assert probe.table >= BIG
+        both = CompoundFilter(type="and", filters=[cases[0], cases[5]])
+        either = CompoundFilter(type="or", filters=[cases[0], cases[5]])
+        and_probe = _counted_probe(cursor, [stores["big"]], both)
+        or_probe = _counted_probe(cursor, [stores["big"]], either)
+        whole = _counted_probe(cursor, [stores["big"], stores["small"]], None)
+    assert and_probe is not None and or_probe is not None and whole is not None
+    assert and_probe.estimate == pytest.approx(BIG * 0.5 * 0.1)
+    assert or_probe.estimate == pytest.approx(BIG * (1 - 0.5 * 0.9))
+    # A range test reads the whole store; eq within "and" an index.
+    assert and_probe.reads == and_probe.estimate
+    assert or_probe.reads == BIG
+    assert whole.estimate == whole.reads == BIG + SMALL
+
+
+def test_a_range_test_over_many_values_asks_the_planner(
+    stores: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # n has 2,000 values: past the most a count reads, the plan choice
+    # takes the planner's estimate (and the search still answers right).
+    flt = ComparisonFilter(type="lt", key="n", value="2")
+    monkeypatch.setattr(search, "_COUNTED_MAX_VALUES", 1000)
+    with connection.cursor() as cursor:
+        assert _counted_probe(cursor, [stores["big"]], flt) is None
+    vector = _query(0)
+    with override_settings(SEARCH_EXACT_MAX_ROWS=100, SEARCH_HNSW_EF_SEARCH=1000):
+        ranking = _search(stores["big"], vector, flt)
+    truth = _truth(stores["big"], vector, lambda a: a["n"] < "2", 10)
+    assert [r[0] for r in ranking.rows] == [t[0] for t in truth]
+    monkeypatch.setattr(search, "_COUNTED_MAX_VALUES", 2000)
+    with connection.cursor() as cursor:
+        assert _counted_probe(cursor, [stores["big"]], flt) is not None

@@ -356,6 +356,25 @@ class KeywordTerm(models.Model):
         return f"{self.vector_store_id}: {self.term} in {self.df}"
 
 
+class AttributeValue(models.Model):
+    """How many chunks of a store carry ``value`` at the attribute ``key``:
+    what the vector query's plan choice counts a filter's rows from
+    (tools/file_search/search.py). Written only by ``tools_chunk``'s
+    triggers (migration 0009), in the transaction that writes the chunks."""
+
+    pk = models.CompositePrimaryKey("vector_store_id", "key", "value")
+    vector_store_id = models.CharField(max_length=64)
+    key = models.TextField()
+    value = models.JSONField()
+    chunks = models.BigIntegerField()
+
+    class Meta:
+        db_table = "tools_attribute_value"
+
+    def __str__(self) -> str:
+        return f"{self.vector_store_id}: {self.key}={self.value} in {self.chunks}"
+
+
 def chunk_index_sql(name: str) -> str:
     """The ``CREATE INDEX`` of one of ``Chunk``'s indexes, as the migrations
     make it: for code that drops an index to load many rows and builds it

@@ -4,8 +4,11 @@ fused by a weighted sum of their normalised scores.
 Each ranker is one SQL query over ``tools_chunk`` that already applies the
 store and attribute filters, so a filter never empties a page that the index
 scan would have filled. The vector query has two plans, chosen per query by
-the planner's estimate of the rows the store scope and filters leave
-(``vector_ranking``):
+the rows the store scope and filters leave, counted from statistics that
+``tools_chunk``'s triggers keep (``_counted_probe``: per store, its chunks;
+per store, key and value, the chunks holding it; the parts of a compound
+filter taken as independent), or the planner's estimate where a range test
+meets too many values to count (``_probe``) (``vector_ranking``):
 
 - **exact**: at most ``SEARCH_EXACT_MAX_ROWS`` rows: they are fetched through
   the store's btree or the attributes' GIN index and every distance is
@@ -201,9 +204,11 @@ class VectorRanking:
 
 @dataclass(frozen=True)
 class _Probe:
-    """What the plan choice reads, in one round trip (``_probe``)."""
+    """What the plan choice reads, in one round trip (``_counted_probe``,
+    else ``_probe``)."""
 
-    # The planner's estimate of the chunks passing the store scope and filter.
+    # The chunks passing the store scope and filter: counted, or the
+    # planner's estimate.
     estimate: float
     # The rows an exact plan would read: ``estimate`` when an index finds the
     # passing rows, else every chunk of the stores (a range filter is checked
@@ -250,6 +255,104 @@ def _probe(cursor: Any, store_ids: Sequence[str], flt: Filter | None) -> _Probe:
         reads = _plan_rows(cursor.fetchone()[0])
     cursor.nextset()
     table = max(0.0, float(cursor.fetchone()[0]))
+    return _Probe(estimate=estimate, reads=reads, table=table)
+
+
+# A range filter's count reads the key's values in the stores (it cannot
+# use the index order: a value may be a number or a string); past this many
+# distinct values the planner's estimate is taken instead.
+_COUNTED_MAX_VALUES = 5000
+
+
+def _leaf_sql(flt: ComparisonFilter, stores: list[str], params: list[Any]) -> str:
+    """A select list entry counting the chunks of ``stores`` that hold a
+    value of ``flt.key`` that ``flt`` keeps (eq/in/gt/...; for ne/nin, the
+    ones eq/in keep): ``tools_attribute_value``, which tools_chunk's
+    triggers keep (migration 0009). The same tests as ``filter_sql``'s.
+    A range test returns an array: the count, and the values read (more
+    than ``_COUNTED_MAX_VALUES``: not counted)."""
+    scope = "FROM tools_attribute_value WHERE vector_store_id = ANY(%s) AND key = %s"
+    if flt.type in ("eq", "ne", "in", "nin"):
+        values = flt.value if isinstance(flt.value, list) else [flt.value]
+        params.extend([stores, flt.key, [json.dumps(v) for v in values]])
+        return f"(SELECT coalesce(sum(chunks), 0) {scope} AND value = ANY(%s::jsonb[]))"
+    op = _NUMERIC_OPS[flt.type]
+    if isinstance(flt.value, str):
+        test = f"jsonb_typeof(value) = 'string' AND (value #>> '{{}}') {op} %s"
+    else:
+        # CASE, not AND: as in filter_sql, a string must never be cast.
+        test = (
+            f"(CASE WHEN jsonb_typeof(value) = 'number' "
+            f"THEN (value)::numeric END) {op} %s"
+        )
+    params.extend([flt.value, stores, flt.key, _COUNTED_MAX_VALUES + 1])
+    return (
+        "(SELECT ARRAY[coalesce(sum(chunks) FILTER (WHERE "
+        f"{test}), 0), count(*)] FROM (SELECT value, chunks {scope} LIMIT %s) v)"
+    )
+
+
+def _counted_share(flt: Filter, counts: list[Any], total: float) -> float | None:
+    """The share of the stores' ``total`` chunks that ``flt`` keeps, from
+    the leaves' counts (consumed from ``counts`` in ``_leaf_sql`` order);
+    None if a range test read too many values. The parts of a compound
+    filter are taken as independent, as PostgreSQL's planner takes them."""
+    if isinstance(flt, CompoundFilter):
+        parts = [_counted_share(f, counts, total) for f in flt.filters]
+        if any(p is None for p in parts):
+            return None
+        shares = [float(p) for p in parts if p is not None]
+        if flt.type == "and":
+            return math.prod(shares)
+        return 1.0 - math.prod(1.0 - p for p in shares)
+    value = counts.pop(0)
+    if isinstance(value, list):
+        if value[1] > _COUNTED_MAX_VALUES:
+            return None
+        value = value[0]
+    share = min(1.0, float(value) / total)
+    return 1.0 - share if flt.type in ("ne", "nin") else share
+
+
+def _counted_probe(
+    cursor: Any, store_ids: Sequence[str], flt: Filter | None
+) -> _Probe | None:
+    """The rows passing, counted rather than estimated: the stores' chunks
+    from tools_keyword_store (migration 0007), each comparison's from
+    tools_attribute_value (migration 0009), in one round trip. Exact for a
+    single comparison whatever other keys the chunks carry, which is where
+    the planner's estimate from the whole jsonb value goes wrong (migration
+    0009 gives figures). None when a range test meets more distinct values
+    than it reads (the caller asks the planner)."""
+    stores = list(store_ids)
+    params: list[Any] = [stores]
+    leaves: list[str] = []
+
+    def walk(f: Filter) -> None:
+        if isinstance(f, CompoundFilter):
+            for part in f.filters:
+                walk(part)
+        else:
+            leaves.append(_leaf_sql(f, stores, params))
+
+    if flt is not None:
+        walk(flt)
+    cursor.execute(
+        "SELECT (SELECT coalesce(sum(chunks), 0) FROM tools_keyword_store "
+        "WHERE vector_store_id = ANY(%s)), "
+        "(SELECT reltuples FROM pg_class WHERE oid = 'tools_chunk'::regclass)"
+        + "".join(", " + leaf for leaf in leaves),
+        params,
+    )
+    row = cursor.fetchone()
+    total, table = float(row[0]), max(0.0, float(row[1]))
+    if flt is None or total == 0:
+        return _Probe(estimate=total, reads=total, table=table)
+    share = _counted_share(flt, list(row[2:]), total)
+    if share is None:
+        return None
+    estimate = total * share
+    reads = estimate if _index_served(flt) else total
     return _Probe(estimate=estimate, reads=reads, table=table)
 
 
@@ -491,7 +594,7 @@ def vector_ranking(
     caller's transaction (it sets ``SET LOCAL`` options)."""
     params: list[Any] = []
     where = filter_sql(flt, params)
-    probe = _probe(cursor, store_ids, flt)
+    probe = _counted_probe(cursor, store_ids, flt) or _probe(cursor, store_ids, flt)
     estimate, reads, table = probe.estimate, probe.reads, probe.table
     floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
     exact_max = _exact_max_rows(limit, floor, table)
