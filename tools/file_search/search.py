@@ -146,18 +146,23 @@ def filter_sql(
     if estimate and _plain_jsonpath(key, value):
         params.append(f"$.{json.dumps(key)} {op} {json.dumps(value)}")
         return "(attributes @@ %s::jsonpath)"
+    params.extend([key, key, value])
+    return _range_sql("attributes -> %s", "attributes ->> %s", op, value)
+
+
+def _range_sql(typed: str, text: str, op: str, value: object) -> str:
+    """gt/gte/lt/lte of a jsonb value against ``value`` (the last
+    parameter; a scalar, as ``filter_sql`` checked): a number with a
+    number, a string with a string, else false. ``typed`` is the jsonb
+    value, ``text`` the same as text: the attributes of ``filter_sql`` and
+    the counted values of ``_leaf_sql`` are compared by this one test."""
     if isinstance(value, str):
-        params.extend([key, key, value])
-        return (
-            f"(jsonb_typeof(attributes -> %s) = 'string' AND "
-            f"(attributes ->> %s) {op} %s)"
-        )
+        return f"(jsonb_typeof({typed}) = 'string' AND ({text}) {op} %s)"
     # CASE, not AND: PostgreSQL may evaluate AND's operands in any order,
     # and casting a string attribute to numeric would raise.
-    params.extend([key, key, value])
     return (
-        f"(CASE WHEN jsonb_typeof(attributes -> %s) = 'number' "
-        f"THEN (attributes ->> %s)::numeric END) {op} %s"
+        f"(CASE WHEN jsonb_typeof({typed}) = 'number' "
+        f"THEN ({text})::numeric END) {op} %s"
     )
 
 
@@ -276,15 +281,7 @@ def _leaf_sql(flt: ComparisonFilter, stores: list[str], params: list[Any]) -> st
         values = flt.value if isinstance(flt.value, list) else [flt.value]
         params.extend([stores, flt.key, [json.dumps(v) for v in values]])
         return f"(SELECT coalesce(sum(chunks), 0) {scope} AND value = ANY(%s::jsonb[]))"
-    op = _NUMERIC_OPS[flt.type]
-    if isinstance(flt.value, str):
-        test = f"jsonb_typeof(value) = 'string' AND (value #>> '{{}}') {op} %s"
-    else:
-        # CASE, not AND: as in filter_sql, a string must never be cast.
-        test = (
-            f"(CASE WHEN jsonb_typeof(value) = 'number' "
-            f"THEN (value)::numeric END) {op} %s"
-        )
+    test = _range_sql("value", "value #>> '{}'", _NUMERIC_OPS[flt.type], flt.value)
     params.extend([flt.value, stores, flt.key, _COUNTED_MAX_VALUES + 1])
     return (
         "(SELECT ARRAY[coalesce(sum(chunks) FILTER (WHERE "
@@ -560,13 +557,12 @@ def _exact_cap(flt: Filter | None, bound: int) -> int | None:
     """The most rows an exact scan chosen for an estimate of at most
     ``bound`` may read before it gives way to the index (None: no cap).
 
-    A filter's estimate can be far off (attributes whose values the
-    column's statistics do not cover get a fixed guess): past four times
-    the bound, the index answers instead. A store's own rows are counted in
-    the statistics of ``vector_store_id``, which autovacuum refreshes after
-    a tenth of the table changed; a store grown since then costs an exact
-    scan proportionally longer, still exact, and no cap on every search
-    (the capped query took about a fifth longer: ``_ranking_sql``)."""
+    A filter's estimate can be far off (the parts of a compound filter are
+    taken as independent; a range test over too many values to count
+    takes the planner's estimate): past four times the bound, the index
+    answers instead. A store's own rows are counted exactly
+    (``_counted_probe``), so an unfiltered search needs no cap (the capped
+    query took about a fifth longer: ``_ranking_sql``)."""
     return None if flt is None else 4 * bound
 
 
