@@ -353,6 +353,30 @@ def test_exact_scan_marks_a_cut_short_answer(stores: dict[str, str]) -> None:
     assert over is None
 
 
+@override_settings(SEARCH_EXACT_MAX_ROWS=100)
+def test_only_an_estimate_caps_the_exact_scan(stores: dict[str, str]) -> None:
+    # A counted comparison's exact scan reads every passing row with no
+    # cap (it cannot be far off); a compound filter's estimate can, so its
+    # scan is capped (the query's marker branch, UNION ALL).
+    from django.test.utils import CaptureQueriesContext
+
+    counted = ComparisonFilter(type="eq", key="bucket", value=7)
+    compound = CompoundFilter(
+        type="and",
+        filters=[counted, ComparisonFilter(type="eq", key="tag", value="odd")],
+    )
+    vector = _query(3)
+    for flt, capped in ((counted, False), (compound, True)):
+        with CaptureQueriesContext(connection) as sent:
+            ranking = _search(stores["big"], vector, flt)
+        assert ranking.plan == "exact"
+        scans = [q["sql"] for q in sent.captured_queries if "<=>" in q["sql"]]
+        assert len(scans) == 1
+        assert ("UNION ALL" in scans[0]) is capped, flt
+    truth = _truth(stores["big"], vector, lambda a: a["bucket"] == 7, 10)
+    _assert_exact(_search(stores["big"], vector, counted), truth)
+
+
 def _statements(store_id: str, flt: Filter | None, limit: int) -> tuple[str, int]:
     """The plan a search took and the statements (round trips) it sent."""
     from django.test.utils import CaptureQueriesContext
@@ -550,6 +574,7 @@ def test_the_rows_a_filter_keeps_are_counted_on_any_key(
             probe = _counted_probe(cursor, [stores["big"]], flt)
             assert probe is not None
             assert probe.estimate == passing, flt
+            assert probe.counted, flt
             assert probe.table >= BIG
         both = CompoundFilter(type="and", filters=[cases[0], cases[5]])
         either = CompoundFilter(type="or", filters=[cases[0], cases[5]])
@@ -559,6 +584,9 @@ def test_the_rows_a_filter_keeps_are_counted_on_any_key(
     assert and_probe is not None and or_probe is not None and whole is not None
     assert and_probe.estimate == pytest.approx(BIG * 0.5 * 0.1)
     assert or_probe.estimate == pytest.approx(BIG * (1 - 0.5 * 0.9))
+    # Combined as independent: an estimate, not a count.
+    assert not and_probe.counted and not or_probe.counted
+    assert whole.counted
     # A range test reads the whole store; eq within "and" an index.
     assert and_probe.reads == and_probe.estimate
     assert or_probe.reads == BIG
