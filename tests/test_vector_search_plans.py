@@ -30,6 +30,7 @@ from tools.file_search.search import (
     vector_ranking,
 )
 from tools.models import (
+    AttributeChunk,
     AttributeValue,
     Chunk,
     VectorStore,
@@ -353,28 +354,62 @@ def test_exact_scan_marks_a_cut_short_answer(stores: dict[str, str]) -> None:
     assert over is None
 
 
-@override_settings(SEARCH_EXACT_MAX_ROWS=100)
-def test_only_an_estimate_caps_the_exact_scan(stores: dict[str, str]) -> None:
-    # A counted comparison's exact scan reads every passing row with no
-    # cap (it cannot be far off); a compound filter's estimate can, so its
-    # scan is capped (the query's marker branch, UNION ALL).
+def _scan(store_id: str, vector: list[float], flt: Filter) -> tuple[str, str]:
+    """The plan a search took and the statement that computed distances."""
     from django.test.utils import CaptureQueriesContext
 
-    counted = ComparisonFilter(type="eq", key="bucket", value=7)
-    compound = CompoundFilter(
-        type="and",
-        filters=[counted, ComparisonFilter(type="eq", key="tag", value="odd")],
-    )
-    vector = _query(3)
-    for flt, capped in ((counted, False), (compound, True)):
-        with CaptureQueriesContext(connection) as sent:
-            ranking = _search(stores["big"], vector, flt)
-        assert ranking.plan == "exact"
-        scans = [q["sql"] for q in sent.captured_queries if "<=>" in q["sql"]]
-        assert len(scans) == 1
-        assert ("UNION ALL" in scans[0]) is capped, flt
-    truth = _truth(stores["big"], vector, lambda a: a["bucket"] == 7, 10)
-    _assert_exact(_search(stores["big"], vector, counted), truth)
+    with CaptureQueriesContext(connection) as sent:
+        ranking = _search(store_id, vector, flt)
+    scans = [q["sql"] for q in sent.captured_queries if "<=>" in q["sql"]]
+    assert len(scans) == 1
+    return ranking.plan, scans[0]
+
+
+@override_settings(SEARCH_EXACT_MAX_ROWS=100)
+def test_the_exact_plan_reads_the_rows_where_they_are_listed(
+    stores: dict[str, str],
+) -> None:
+    # eq/in, alone or in an "and", read their rows from
+    # tools_attribute_chunk (the "and" by its part keeping the fewest, the
+    # rest tested there); an "or" from tools_chunk, through the GIN index,
+    # its scan capped as its count is an estimate (the query's marker
+    # branch, UNION ALL); a range test on a small store from tools_chunk,
+    # uncapped (counted).
+    bucket = ComparisonFilter(type="eq", key="bucket", value=7)
+    odd = ComparisonFilter(type="eq", key="tag", value="odd")
+    picked = ["1", "101", "1001", "2", "300"]
+    number = ComparisonFilter(type="in", key="n", value=picked)
+    below = ComparisonFilter(type="lt", key="bucket", value=3)
+    cases: list[tuple[str, Filter, str, Any]] = [
+        ("big", bucket, "tools_attribute_chunk", lambda a: a["bucket"] == 7),
+        (
+            "big",
+            CompoundFilter(type="and", filters=[odd, number, below]),
+            "tools_attribute_chunk",
+            lambda a: a["tag"] == "odd" and a["n"] in picked and a["bucket"] < 3,
+        ),
+        (
+            "big",
+            CompoundFilter(type="or", filters=[bucket, number]),
+            "UNION ALL",
+            lambda a: a["bucket"] == 7 or a["n"] in picked,
+        ),
+        ("small", below, "tools_chunk", lambda a: a["bucket"] < 3),
+    ]
+    for store, flt, reads, keep in cases:
+        vector = _query(3)
+        plan, sql = _scan(stores[store], vector, flt)
+        assert plan == "exact", flt
+        assert reads in sql, flt
+        assert ("UNION ALL" in sql) is (reads == "UNION ALL"), flt
+        with transaction.atomic(), connection.cursor() as cursor:
+            ranking = vector_ranking(cursor, vector, [stores[store]], flt, 10)
+        truth = _truth(stores[store], vector, keep, 10)
+        assert truth
+        _assert_exact(ranking, truth)
+    # The "and" is read by its part keeping the fewest: n's five values.
+    _, sql = _scan(stores["big"], _query(3), cases[1][1])
+    assert "key = 'n'" in sql
 
 
 def _statements(store_id: str, flt: Filter | None, limit: int) -> tuple[str, int]:
@@ -503,9 +538,35 @@ def _expected(attributes: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
     )
 
 
+def _listed(store_id: str) -> set[tuple[Any, ...]]:
+    """tools_attribute_chunk of a store (migration 0010), and what it should
+    hold: a row per chunk and attribute key, with its value, the chunk's
+    attributes and vector."""
+    rows = {
+        (key, json.dumps(value), chunk_id, json.dumps(attrs), tuple(map(float, vector)))
+        for key, value, chunk_id, attrs, vector in AttributeChunk.objects.filter(
+            vector_store_id=store_id
+        ).values_list("key", "value", "chunk_id", "attributes", "embedding")
+    }
+    want = {
+        (
+            key,
+            json.dumps(value),
+            c.id,
+            json.dumps(c.attributes),
+            tuple(map(float, c.embedding)),
+        )
+        for c in Chunk.objects.filter(vector_store_id=store_id)
+        for key, value in c.attributes.items()
+    }
+    assert rows == want
+    return rows
+
+
 def test_attribute_counts_follow_chunks(tenant: Any) -> None:
-    """tools_chunk's triggers (migration 0009) keep the counts the plan
-    choice reads through every way chunks come, change and go."""
+    """tools_chunk's triggers keep the counts the plan choice reads
+    (migration 0009) and the rows its exact plan reads (0010) through every
+    way chunks come, change and go."""
     store = VectorStore.objects.create(project=tenant.project, name="a")
     other = VectorStore.objects.create(project=tenant.project, name="b")
     first, second = (
@@ -523,24 +584,42 @@ def test_attribute_counts_follow_chunks(tenant: Any) -> None:
     chunks_add(store_file(tenant, other, "third"), ["f"], attributes=[{"kind": 7}])
     assert _counts(store.id) == _expected(one + two)
     assert _counts(other.id) == _expected([{"kind": 7}])
+    assert len(_listed(store.id)) == 2 * 2 + 3 + 1
+    assert len(_listed(other.id)) == 1
 
     # A file's attributes updated (what the platform does): counted again.
     Chunk.objects.filter(vector_store_file_id=second.pk).update(
         attributes={"year": 2026}
     )
     assert _counts(store.id) == _expected(one + [{"year": 2026}] * 3)
+    assert len(_listed(store.id)) == 2 * 2 + 3
     # A chunk moved to another store.
     Chunk.objects.filter(id=ids[0]).update(vector_store_id=other.id)
     assert _counts(other.id) == _expected([{"kind": 7}, {"year": 2026}])
+    assert len(_listed(other.id)) == 2
+    assert len(_listed(store.id)) == 2 * 2 + 2
+    # A chunk's vector replaced; an update of neither leaves the rows be.
+    Chunk.objects.filter(id=ids[1]).update(embedding=[0.5] * DIM)
+    Chunk.objects.filter(vector_store_file_id=first.pk).update(tokens=3)
+    assert (
+        "year",
+        "2026",
+        ids[1],
+        json.dumps({"year": 2026}),
+        tuple([0.5] * DIM),
+    ) in _listed(store.id)
     # A file leaves the store (the database's cascade): values only it
     # held are gone, not left at zero.
     VectorStoreFile.objects.filter(pk=first.pk).delete()
     assert _counts(store.id) == _expected([{"year": 2026}] * 2)
     assert not AttributeValue.objects.filter(chunks__lte=0).exists()
+    assert len(_listed(store.id)) == 2
     # The store goes, and with its files their chunks, the moved one too.
     VectorStore.objects.filter(pk=store.pk).delete()
     assert _counts(store.id) == Counter()
     assert _counts(other.id) == _expected([{"kind": 7}])
+    assert _listed(store.id) == set()
+    assert len(_listed(other.id)) == 1
 
 
 def test_the_rows_a_filter_keeps_are_counted_on_any_key(

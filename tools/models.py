@@ -375,6 +375,29 @@ class AttributeValue(models.Model):
         return f"{self.vector_store_id}: {self.key}={self.value} in {self.chunks}"
 
 
+class AttributeChunk(models.Model):
+    """A chunk under one of its attributes: per store, key and value, the
+    chunks carrying it, with their vectors and attributes, in the order of
+    a covering primary key. The exact plan of a vector query filtered on
+    ``eq``/``in`` reads the rows one value keeps as one range of that index
+    (tools/file_search/search.py). Written only by ``tools_chunk``'s
+    triggers (migration 0010, which gives the figures and the cost)."""
+
+    pk = models.CompositePrimaryKey("vector_store_id", "key", "value", "chunk_id")
+    vector_store_id = models.CharField(max_length=64)
+    key = models.TextField()
+    value = models.JSONField()
+    chunk_id = models.BigIntegerField()
+    attributes = models.JSONField()
+    embedding = HalfVectorField(dimensions=EMBEDDING_COLUMN_DIMENSIONS)
+
+    class Meta:
+        db_table = "tools_attribute_chunk"
+
+    def __str__(self) -> str:
+        return f"{self.vector_store_id}: {self.key}={self.value} chunk {self.chunk_id}"
+
+
 def chunk_index_sql(name: str) -> str:
     """The ``CREATE INDEX`` of one of ``Chunk``'s indexes, as the migrations
     make it: for code that drops an index to load many rows and builds it

@@ -13,6 +13,9 @@ meets too many values to count (``_probe``) (``vector_ranking``):
 - **exact**: at most ``SEARCH_EXACT_MAX_ROWS`` rows: they are fetched through
   the store's btree or the attributes' GIN index and every distance is
   computed. Exact, and cheaper than the graph walk a selective scope needs.
+  A filter on ``eq``/``in`` (alone, or a part of an ``and``) reads its
+  rows, vectors included, as one range of ``tools_attribute_chunk``'s
+  covering index instead (``_posting_ranking``; tools migration 0010).
 - **hnsw**: more rows: the HNSW index with pgvector 0.8's iterative scan,
   which keeps pulling candidates until enough rows pass the filter (without
   it, an HNSW scan returns at most ``ef_search`` rows *before* filtering: a
@@ -225,6 +228,11 @@ class _Probe:
     # Whether ``estimate`` is a count (no filter, or one comparison counted
     # by ``_counted_probe``) rather than an estimate that may be far off.
     counted: bool = False
+    # The eq/in comparison whose rows tools_attribute_chunk lists for the
+    # exact plan to read (the filter itself, or the part of an ``and``
+    # keeping the fewest), and how many it keeps (counted).
+    driver: ComparisonFilter | None = None
+    driver_rows: float = 0.0
 
 
 def _plan_rows(plan: Any) -> float:
@@ -357,7 +365,40 @@ def _counted_probe(
     # and nin keep what eq and in do not); a compound filter's combines its
     # parts as independent, which they need not be.
     counted = isinstance(flt, ComparisonFilter)
-    return _Probe(estimate=estimate, reads=reads, table=table, counted=counted)
+    driver, driver_rows = _driver(flt, list(row[2:]))
+    return _Probe(
+        estimate=estimate,
+        reads=reads,
+        table=table,
+        counted=counted,
+        driver=driver,
+        driver_rows=driver_rows,
+    )
+
+
+def _leaves(flt: Filter) -> int:
+    if isinstance(flt, CompoundFilter):
+        return sum(_leaves(f) for f in flt.filters)
+    return 1
+
+
+def _driver(flt: Filter, counts: list[Any]) -> tuple[ComparisonFilter | None, float]:
+    """Of ``flt`` (an eq/in comparison, or an ``and`` of parts), the eq/in
+    comparison keeping the fewest rows, with that count (``counts``: the
+    leaves' in ``_leaf_sql`` order): the rows ``_posting_ranking`` reads.
+    None for other filters (an ``or`` keeps rows no one part lists)."""
+    if isinstance(flt, CompoundFilter) and flt.type != "and":
+        return None, 0.0
+    parts = flt.filters if isinstance(flt, CompoundFilter) else [flt]
+    best: tuple[ComparisonFilter | None, float] = (None, 0.0)
+    at = 0
+    for part in parts:
+        if isinstance(part, ComparisonFilter) and part.type in ("eq", "in"):
+            rows = float(counts[at])
+            if best[0] is None or rows < best[1]:
+                best = (part, rows)
+        at += _leaves(part)
+    return best
 
 
 def _ranking_sql(where: str, *, index: bool, capped: bool = False) -> str:
@@ -428,6 +469,57 @@ def _exact_ranking(
     if any(row[2] for row in rows):
         return None
     return _pairs(rows)
+
+
+def _posting_ranking(
+    cursor: Any,
+    vector: list[float],
+    store_ids: Sequence[str],
+    flt: Filter,
+    driver: ComparisonFilter,
+    limit: int,
+) -> list[tuple[int, float]]:
+    """The exact answer over the rows ``flt`` keeps, read as the range of
+    ``tools_attribute_chunk``'s covering primary key that ``driver`` (an
+    eq/in part of ``flt``) lists: an index-only scan of the rows' vectors
+    and attributes, the rest of ``flt`` tested on those attributes. Against
+    ``_exact_ranking``'s bitmap heap scan of tools_chunk (a page per row
+    when the rows lie apart, each row deformed and rechecked) at 1M chunks
+    over the 10,000 rows of a 1 % filter: 3.7-4.0 against 15 ms scattered,
+    3.9-5.2 against 7-8 grouped by file (psql, one query; migration 0010).
+    """
+    values = driver.value if isinstance(driver.value, list) else [driver.value]
+    params: list[Any] = [
+        str(vector),
+        list(store_ids),
+        driver.key,
+        [json.dumps(v) for v in values],
+    ]
+    rest = _without(flt, driver)
+    # The driver itself is the index condition: testing it again on every
+    # row's attributes (a jsonb containment each) would cost a fifth more.
+    where = filter_sql(rest, params)
+    cursor.execute(
+        "SELECT chunk_id, embedding <=> %s::halfvec AS distance "
+        "FROM tools_attribute_chunk WHERE vector_store_id = ANY(%s) "
+        f"AND key = %s AND value = ANY(%s::jsonb[]) AND {where} "
+        "ORDER BY distance, chunk_id LIMIT %s",
+        [*params, limit],
+    )
+    return _pairs(cursor.fetchall())
+
+
+def _without(flt: Filter, driver: ComparisonFilter) -> Filter | None:
+    """``flt`` less ``driver`` (``flt`` itself, or one part of its ``and``)."""
+    if not isinstance(flt, CompoundFilter):
+        return None
+    others = list(flt.filters)
+    others.pop(next(i for i, f in enumerate(others) if f is driver))
+    if not others:
+        return None
+    if len(others) == 1:
+        return others[0]
+    return CompoundFilter(type="and", filters=others)
 
 
 # pgvector's upper bound for hnsw.ef_search, and its default for
@@ -604,6 +696,10 @@ def vector_ranking(
     estimate, reads, table = probe.estimate, probe.reads, probe.table
     floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
     exact_max = _exact_max_rows(limit, floor, table)
+    driver = probe.driver
+    if flt is not None and driver is not None and probe.driver_rows <= exact_max:
+        listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
+        return VectorRanking(listed, "exact", estimate)
     if reads <= exact_max:
         bound = floor if reads <= floor else exact_max
         rows = _exact_ranking(
@@ -637,6 +733,9 @@ def vector_ranking(
     # Short: fewer rows pass than asked for (then the exact scan is small),
     # or the walk spent hnsw.max_scan_tuples under a filter far more
     # selective than estimated. Either way the exact answer is complete.
+    if flt is not None and driver is not None:
+        listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
+        return VectorRanking(listed, "hnsw+exact", estimate)
     exact = _exact_ranking(cursor, vector, store_ids, where, params, limit, cap=None)
     return VectorRanking(exact or [], "hnsw+exact", estimate)
 
