@@ -260,11 +260,12 @@ def test_the_beam_widens_with_the_candidates_a_filter_needs() -> None:
 def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_exact_rows(
     stores: dict[str, str],
 ) -> None:
-    # A range filter keeping 10 %: the exact plan would read the whole store,
-    # so the index answers, with a beam as wide as the ~400 candidates that
-    # 40 passing rows take; over 2,000 rows that beam sees nearly all of
-    # them, so the answer must be the exact one.
-    flt = ComparisonFilter(type="lt", key="bucket", value=10)
+    # A filter keeping 10 % that no index lists (nin: a missing key passes
+    # too): the exact plan would read the whole store, so the graph
+    # answers, with a beam as wide as the ~400 candidates that 40 passing
+    # rows take; over 2,000 rows that beam sees nearly all of them, so the
+    # answer must be the exact one.
+    flt = ComparisonFilter(type="nin", key="bucket", value=list(range(10, 100)))
     for seed in range(3):
         vector = _query(seed)
         with transaction.atomic(), connection.cursor() as cursor:
@@ -313,16 +314,18 @@ def test_a_short_wide_beam_resumes_the_walk_before_going_exact(
 def test_an_exact_scan_past_its_cap_gives_way_to_the_index(
     stores: dict[str, str],
 ) -> None:
-    # The same condition twice, taken as independent: 22 % x 22 % of the
-    # store, 97 rows, where 440 pass. The estimate picks the exact plan;
-    # its cap (4 x 100 rows) is passed, so the index answers, and still
-    # right.
+    # The same condition four times, taken as independent: (22 % or 22 %)
+    # four times over, 46 rows, where 440 pass (no part is one comparison
+    # that tools_attribute_chunk lists, so tools_chunk is read). The
+    # estimate picks the exact plan; its cap (4 x 100 rows) is passed, so
+    # the index answers, and still right.
     same = ComparisonFilter(type="in", key="bucket", value=list(range(22)))
-    flt = CompoundFilter(type="and", filters=[same, same])
+    either = CompoundFilter(type="or", filters=[same, same])
+    flt = CompoundFilter(type="and", filters=[either] * 4)
     vector = _query(0)
     with override_settings(SEARCH_EXACT_MAX_ROWS=100, SEARCH_HNSW_EF_SEARCH=1000):
         ranking = _search(stores["big"], vector, flt)
-    assert ranking.estimated_rows == pytest.approx(BIG * 0.22 * 0.22)
+    assert ranking.estimated_rows == pytest.approx(BIG * (1 - 0.78**2) ** 4)
     assert ranking.plan == "hnsw"
     _assert_exact(
         ranking, _truth(stores["big"], vector, lambda a: a["bucket"] < 22, 10)
@@ -369,12 +372,12 @@ def _scan(store_id: str, vector: list[float], flt: Filter) -> tuple[str, str]:
 def test_the_exact_plan_reads_the_rows_where_they_are_listed(
     stores: dict[str, str],
 ) -> None:
-    # eq/in, alone or in an "and", read their rows from
+    # eq/in and range tests, alone or in an "and", read their rows from
     # tools_attribute_chunk (the "and" by its part keeping the fewest, the
     # rest tested there); an "or" from tools_chunk, through the GIN index,
     # its scan capped as its count is an estimate (the query's marker
-    # branch, UNION ALL); a range test on a small store from tools_chunk,
-    # uncapped (counted).
+    # branch, UNION ALL); ne on a small store from tools_chunk, uncapped
+    # (counted).
     bucket = ComparisonFilter(type="eq", key="bucket", value=7)
     odd = ComparisonFilter(type="eq", key="tag", value="odd")
     picked = ["1", "101", "1001", "2", "300"]
@@ -394,7 +397,19 @@ def test_the_exact_plan_reads_the_rows_where_they_are_listed(
             "UNION ALL",
             lambda a: a["bucket"] == 7 or a["n"] in picked,
         ),
-        ("small", below, "tools_chunk", lambda a: a["bucket"] < 3),
+        ("big", below, "tools_attribute_chunk", lambda a: a["bucket"] < 3),
+        (
+            "big",
+            ComparisonFilter(type="lt", key="n", value="101"),
+            "tools_attribute_chunk",
+            lambda a: a["n"] < "101",
+        ),
+        (
+            "small",
+            ComparisonFilter(type="ne", key="bucket", value=3),
+            "tools_chunk",
+            lambda a: a["bucket"] != 3,
+        ),
     ]
     for store, flt, reads, keep in cases:
         vector = _query(3)
@@ -410,6 +425,36 @@ def test_the_exact_plan_reads_the_rows_where_they_are_listed(
     # The "and" is read by its part keeping the fewest: n's five values.
     _, sql = _scan(stores["big"], _query(3), cases[1][1])
     assert "key = 'n'" in sql
+
+
+def test_a_listed_range_keeps_what_the_filter_keeps(tenant: Any) -> None:
+    # A key holding numbers, strings, booleans and null: each comparison,
+    # read from tools_attribute_chunk's index (jsonb's order, a type test),
+    # keeps exactly the rows filter_sql's test keeps on tools_chunk.
+    values: list[Any] = [1, 2.5, 2, "2", "10", "abc", True, False, None, 10, -3, 0.0]
+    store = _store(tenant, "mixed", [{"v": v} for v in values] + [{}, {"w": 1}])
+    cases: list[ComparisonFilter] = [
+        ComparisonFilter(type=op, key="v", value=value)
+        for op in ("lt", "lte", "gt", "gte")
+        for value in (2, 2.5, 0, "2", "b", -10)
+    ] + [
+        ComparisonFilter(type="eq", key="v", value=2.0),
+        ComparisonFilter(type="in", key="v", value=[1, "2", True]),
+    ]
+    for flt in cases:
+        params: list[Any] = []
+        where = filter_sql(flt, params)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM tools_chunk WHERE vector_store_id = %s AND {where}",
+                [store, *params],
+            )
+            want = {row[0] for row in cursor.fetchall()}
+        plan, sql = _scan(store, _query(4), flt)
+        assert plan == "exact" and "tools_attribute_chunk" in sql, flt
+        with transaction.atomic(), connection.cursor() as cursor:
+            ranking = vector_ranking(cursor, _query(4), [store], flt, 50)
+        assert {r[0] for r in ranking.rows} == want, flt
 
 
 def _statements(store_id: str, flt: Filter | None, limit: int) -> tuple[str, int]:
@@ -437,7 +482,12 @@ def test_a_search_takes_two_round_trips(stores: dict[str, str]) -> None:
         ("small", None, "exact"),
         ("big", None, "hnsw"),
         ("big", ComparisonFilter(type="eq", key="bucket", value=7), "exact"),
-        ("big", ComparisonFilter(type="lt", key="bucket", value=10), "hnsw"),
+        ("big", ComparisonFilter(type="lt", key="bucket", value=10), "exact"),
+        (
+            "big",
+            ComparisonFilter(type="nin", key="bucket", value=list(range(10, 100))),
+            "hnsw",
+        ),
     ]
     for store, flt, plan in cases:
         assert _statements(stores[store], flt, 10) == (plan, 2), (store, flt)

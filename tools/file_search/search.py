@@ -382,19 +382,42 @@ def _leaves(flt: Filter) -> int:
     return 1
 
 
+def _listable(flt: Filter) -> bool:
+    """Whether ``tools_attribute_chunk`` lists the rows ``flt`` keeps as one
+    range of its index: eq/in, or a range test of a number or a string (ne
+    and nin keep rows the key's absence lets through). A value JSON cannot
+    carry (NaN, a lone surrogate) is left to ``filter_sql``."""
+    if not isinstance(flt, ComparisonFilter) or flt.type in ("ne", "nin"):
+        return False
+    values = flt.value if isinstance(flt.value, list) else [flt.value]
+    for value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    if flt.type in ("eq", "in"):
+        return True
+    return isinstance(flt.value, int | float | str) and not isinstance(flt.value, bool)
+
+
 def _driver(flt: Filter, counts: list[Any]) -> tuple[ComparisonFilter | None, float]:
-    """Of ``flt`` (an eq/in comparison, or an ``and`` of parts), the eq/in
-    comparison keeping the fewest rows, with that count (``counts``: the
-    leaves' in ``_leaf_sql`` order): the rows ``_posting_ranking`` reads.
-    None for other filters (an ``or`` keeps rows no one part lists)."""
+    """Of ``flt`` (a comparison, or an ``and`` of parts), the comparison
+    ``tools_attribute_chunk`` lists (``_listable``) keeping the fewest rows,
+    with that count (``counts``: the leaves' in ``_leaf_sql`` order): the
+    rows ``_posting_ranking`` reads. None for other filters (an ``or``
+    keeps rows no one part lists)."""
     if isinstance(flt, CompoundFilter) and flt.type != "and":
         return None, 0.0
     parts = flt.filters if isinstance(flt, CompoundFilter) else [flt]
     best: tuple[ComparisonFilter | None, float] = (None, 0.0)
     at = 0
     for part in parts:
-        if isinstance(part, ComparisonFilter) and part.type in ("eq", "in"):
-            rows = float(counts[at])
+        if isinstance(part, ComparisonFilter) and _listable(part):
+            count = counts[at]
+            rows = float(count[0] if isinstance(count, list) else count)
             if best[0] is None or rows < best[1]:
                 best = (part, rows)
         at += _leaves(part)
@@ -480,21 +503,30 @@ def _posting_ranking(
     limit: int,
 ) -> list[tuple[int, float]]:
     """The exact answer over the rows ``flt`` keeps, read as the range of
-    ``tools_attribute_chunk``'s covering primary key that ``driver`` (an
-    eq/in part of ``flt``) lists: an index-only scan of the rows' vectors
+    ``tools_attribute_chunk``'s covering primary key that ``driver`` (a
+    part of ``flt``, ``_listable``) lists: an index-only scan of the rows' vectors
     and attributes, the rest of ``flt`` tested on those attributes. Against
     ``_exact_ranking``'s bitmap heap scan of tools_chunk (a page per row
     when the rows lie apart, each row deformed and rechecked) at 1M chunks
     over the 10,000 rows of a 1 % filter: 3.7-4.0 against 15 ms scattered,
     3.9-5.2 against 7-8 grouped by file (psql, one query; migration 0010).
     """
-    values = driver.value if isinstance(driver.value, list) else [driver.value]
-    params: list[Any] = [
-        str(vector),
-        list(store_ids),
-        driver.key,
-        [json.dumps(v) for v in values],
-    ]
+    params: list[Any] = [str(vector), list(store_ids), driver.key]
+    if driver.type in ("eq", "in"):
+        values = driver.value if isinstance(driver.value, list) else [driver.value]
+        listed = "value = ANY(%s::jsonb[])"
+        params.append([json.dumps(v) for v in values])
+    else:
+        # jsonb orders numbers among numbers (numerically) and strings among
+        # strings (by the database's collation) as filter_sql compares
+        # them; the range of the index also takes other types' values (null
+        # and strings sort before numbers, booleans after), which the type
+        # test drops. (filter_sql's own test, a number parsed from text per
+        # row, took a third of the scan: 5.4 against 3.5 ms over 10,000.)
+        op = _NUMERIC_OPS[driver.type]
+        kind = "string" if isinstance(driver.value, str) else "number"
+        listed = f"value {op} %s::jsonb AND jsonb_typeof(value) = '{kind}'"
+        params.append(json.dumps(driver.value))
     rest = _without(flt, driver)
     # The driver itself is the index condition: testing it again on every
     # row's attributes (a jsonb containment each) would cost a fifth more.
@@ -502,7 +534,7 @@ def _posting_ranking(
     cursor.execute(
         "SELECT chunk_id, embedding <=> %s::halfvec AS distance "
         "FROM tools_attribute_chunk WHERE vector_store_id = ANY(%s) "
-        f"AND key = %s AND value = ANY(%s::jsonb[]) AND {where} "
+        f"AND key = %s AND {listed} AND {where} "
         "ORDER BY distance, chunk_id LIMIT %s",
         [*params, limit],
     )
@@ -640,16 +672,25 @@ def _hnsw_ranking(
 # exact rows ~0.7 ms; a ratio of ~13, which would raise the exact bound
 # by ~1.2x. Not re-tuned: no case of the benchmark sits near the bound.
 _HNSW_VISIT_COST = 9
+# The same over a row read from tools_attribute_chunk's covering index
+# (``_posting_ranking``): ~0.35-0.45 us a row (10,000 rows in 3.5 ms at
+# 100k chunks, 4.5 at 1M), a ratio of ~26-33 to a candidate. At 100k, over
+# the 10,000 rows of a 10 % filter: 5.5 / 6.5 ms p50 / p95 exact (recall
+# 1) against 6.3 / 8.1 through the graph (0.994).
+_POSTING_VISIT_COST = 27
 
 
-def _exact_max_rows(limit: int, floor: int, table: float) -> int:
+def _exact_max_rows(
+    limit: int, floor: int, table: float, cost: float = _HNSW_VISIT_COST
+) -> int:
     """The most rows an exact scan should take. The index scan visits about
     ``limit × table / rows`` candidates to find ``limit`` that pass, an exact
     scan computes ``rows`` distances: exact is cheaper while
     ``rows² < cost × limit × table``, which grows with the table (about
-    6,000 rows at 100k chunks for 40 results, 19,000 at 1M).
+    6,000 rows at 100k chunks for 40 results, 19,000 at 1M; rows read from
+    tools_attribute_chunk, ``_POSTING_VISIT_COST``: 10,400 and 32,900).
     ``floor`` (``SEARCH_EXACT_MAX_ROWS``) is the least."""
-    return max(floor, int(math.sqrt(_HNSW_VISIT_COST * limit * table)))
+    return max(floor, int(math.sqrt(cost * limit * table)))
 
 
 def _exact_cap(probe: _Probe, bound: int) -> int | None:
@@ -697,7 +738,8 @@ def vector_ranking(
     floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
     exact_max = _exact_max_rows(limit, floor, table)
     driver = probe.driver
-    if flt is not None and driver is not None and probe.driver_rows <= exact_max:
+    listed_max = _exact_max_rows(limit, floor, table, _POSTING_VISIT_COST)
+    if flt is not None and driver is not None and probe.driver_rows <= listed_max:
         listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
         return VectorRanking(listed, "exact", estimate)
     if reads <= exact_max:
