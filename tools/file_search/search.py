@@ -13,9 +13,11 @@ meets too many values to count (``_probe``) (``vector_ranking``):
 - **exact**: at most ``SEARCH_EXACT_MAX_ROWS`` rows: they are fetched through
   the store's btree or the attributes' GIN index and every distance is
   computed. Exact, and cheaper than the graph walk a selective scope needs.
-  A filter on ``eq``/``in`` (alone, or a part of an ``and``) reads its
-  rows, vectors included, as one range of ``tools_attribute_chunk``'s
-  covering index instead (``_posting_ranking``; tools migration 0010).
+  A filter on ``eq``/``in`` or a range test (alone, or a part of an
+  ``and``) reads its rows, vectors included, as one range of
+  ``tools_attribute_chunk``'s covering index instead (``_posting_ranking``;
+  tools migration 0010): a row there costs about a third as much, so up
+  to ~1.7 times as many rows are searched exactly.
 - **hnsw**: more rows: the HNSW index with pgvector 0.8's iterative scan,
   which keeps pulling candidates until enough rows pass the filter (without
   it, an HNSW scan returns at most ``ef_search`` rows *before* filtering: a
@@ -228,9 +230,9 @@ class _Probe:
     # Whether ``estimate`` is a count (no filter, or one comparison counted
     # by ``_counted_probe``) rather than an estimate that may be far off.
     counted: bool = False
-    # The eq/in comparison whose rows tools_attribute_chunk lists for the
-    # exact plan to read (the filter itself, or the part of an ``and``
-    # keeping the fewest), and how many it keeps (counted).
+    # The comparison whose rows tools_attribute_chunk lists for the exact
+    # plan to read (``_listable``: the filter itself, or the part of an
+    # ``and`` keeping the fewest), and how many it keeps (counted).
     driver: ComparisonFilter | None = None
     driver_rows: float = 0.0
 
@@ -504,12 +506,13 @@ def _posting_ranking(
 ) -> list[tuple[int, float]]:
     """The exact answer over the rows ``flt`` keeps, read as the range of
     ``tools_attribute_chunk``'s covering primary key that ``driver`` (a
-    part of ``flt``, ``_listable``) lists: an index-only scan of the rows' vectors
-    and attributes, the rest of ``flt`` tested on those attributes. Against
-    ``_exact_ranking``'s bitmap heap scan of tools_chunk (a page per row
-    when the rows lie apart, each row deformed and rechecked) at 1M chunks
-    over the 10,000 rows of a 1 % filter: 3.7-4.0 against 15 ms scattered,
-    3.9-5.2 against 7-8 grouped by file (psql, one query; migration 0010).
+    part of ``flt``, ``_listable``) lists: an index-only scan of the rows'
+    vectors and attributes, the rest of ``flt`` tested on those attributes.
+    Against ``_exact_ranking``'s bitmap heap scan of tools_chunk (a page
+    per row when the rows lie apart, each row deformed and rechecked) at 1M
+    chunks over the 10,000 rows of a 1 % filter: 3.7-4.0 against 15 ms
+    scattered, 3.9-5.2 against 7-8 grouped by file (psql, one query;
+    migration 0010).
     """
     params: list[Any] = [str(vector), list(store_ids), driver.key]
     if driver.type in ("eq", "in"):
@@ -774,8 +777,12 @@ def vector_ranking(
             return VectorRanking(rows, "hnsw+resume", estimate)
     # Short: fewer rows pass than asked for (then the exact scan is small),
     # or the walk spent hnsw.max_scan_tuples under a filter far more
-    # selective than estimated. Either way the exact answer is complete.
-    if flt is not None and driver is not None:
+    # selective than estimated. Either way the exact answer is complete:
+    # from the list when its part reads no more than the rest would cost
+    # read from tools_chunk (a part of an ``and`` may keep far more rows
+    # than the whole).
+    share = _POSTING_VISIT_COST / _HNSW_VISIT_COST
+    if flt is not None and driver is not None and probe.driver_rows <= share * reads:
         listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
         return VectorRanking(listed, "hnsw+exact", estimate)
     exact = _exact_ranking(cursor, vector, store_ids, where, params, limit, cap=None)
