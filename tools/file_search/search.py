@@ -16,8 +16,8 @@ meets too many values to count (``_probe``) (``vector_ranking``):
   A filter on ``eq``/``in`` or a range test (alone, or a part of an
   ``and``) reads its rows, vectors included, as one range of
   ``tools_attribute_chunk``'s covering index instead (``_posting_ranking``;
-  tools migration 0010): a row there costs about a third as much, so up
-  to ~1.7 times as many rows are searched exactly.
+  tools migration 0010): a row there costs less, so up to ~1.2 times as
+  many rows are searched exactly.
 - **hnsw**: more rows: the HNSW index with pgvector 0.8's iterative scan,
   which keeps pulling candidates until enough rows pass the filter (without
   it, an HNSW scan returns at most ``ef_search`` rows *before* filtering: a
@@ -676,11 +676,13 @@ def _hnsw_ranking(
 # by ~1.2x. Not re-tuned: no case of the benchmark sits near the bound.
 _HNSW_VISIT_COST = 9
 # The same over a row read from tools_attribute_chunk's covering index
-# (``_posting_ranking``): ~0.35-0.45 us a row (10,000 rows in 3.5 ms at
-# 100k chunks, 4.5 at 1M), a ratio of ~26-33 to a candidate. At 100k, over
-# the 10,000 rows of a 10 % filter: 5.5 / 6.5 ms p50 / p95 exact (recall
-# 1) against 6.3 / 8.1 through the graph (0.994).
-_POSTING_VISIT_COST = 27
+# (``_posting_ranking``), as ingestion leaves it: its leaf pages split as
+# rows come (~57 % full, in no order), 10,000 rows took 7.5 ms at 1M chunks
+# and 9.3 at 100k (p50), ~0.65-0.9 us a row: a ratio of ~13 to a
+# candidate, the same as a row of tools_chunk's grouped by file. Packed
+# (migration 0010's sorted fill, or a REINDEX) they took 4.5 and 3.5 ms,
+# a ratio of ~26-33; the bound is set for the state a live store is in.
+_POSTING_VISIT_COST = 13
 
 
 def _exact_max_rows(
@@ -691,7 +693,7 @@ def _exact_max_rows(
     scan computes ``rows`` distances: exact is cheaper while
     ``rows² < cost × limit × table``, which grows with the table (about
     6,000 rows at 100k chunks for 40 results, 19,000 at 1M; rows read from
-    tools_attribute_chunk, ``_POSTING_VISIT_COST``: 10,400 and 32,900).
+    tools_attribute_chunk, ``_POSTING_VISIT_COST``: 7,200 and 22,800).
     ``floor`` (``SEARCH_EXACT_MAX_ROWS``) is the least."""
     return max(floor, int(math.sqrt(cost * limit * table)))
 
