@@ -12,7 +12,9 @@
 # range of this table's primary key, read by an index-only scan: 3.7-4.0
 # and 3.9-5.2 ms. In the search's own loop (bench/retrieval_bench.py's
 # 1M chunks, 225 queries, p50 / p95): shard = 7 16.8 / 19.5 -> 4.56 / 4.88
-# ms, bucket = 7 8.47 / 9.32 -> 4.81 / 5.13. What it costs: a second copy
+# ms, bucket = 7 8.47 / 9.32 -> 4.81 / 5.13, with the list packed as this
+# migration fills it; as ingestion leaves it (pages split as rows come,
+# ~57 % full) 7.47 / 7.96 and 5.59 / 6.13. What it costs: a second copy
 # of a chunk's vector per attribute key it carries, in the heap and in the
 # index (~2.1 kB a key and chunk: 4.2 GB for the 2M pairs of 1M chunks
 # with two keys, filled in 40 s); chunks without attributes cost nothing.
