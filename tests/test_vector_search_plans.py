@@ -357,15 +357,30 @@ def test_exact_scan_marks_a_cut_short_answer(stores: dict[str, str]) -> None:
     assert over is None
 
 
-def _scan(store_id: str, vector: list[float], flt: Filter) -> tuple[str, str]:
-    """The plan a search took and the statement that computed distances."""
+def _sent(
+    store_id: str, vector: list[float], flt: Filter | None, limit: int = 10
+) -> tuple[str, list[str]]:
+    """The plan a search took and the statements (round trips) it sent."""
     from django.test.utils import CaptureQueriesContext
 
     with CaptureQueriesContext(connection) as sent:
-        ranking = _search(store_id, vector, flt)
-    scans = [q["sql"] for q in sent.captured_queries if "<=>" in q["sql"]]
+        ranking = _search(store_id, vector, flt, limit=limit)
+    # Only the search's own statements: not the savepoint of _search's
+    # atomic block inside the test's transaction.
+    own = [
+        q["sql"]
+        for q in sent.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+    ]
+    return ranking.plan, own
+
+
+def _scan(store_id: str, vector: list[float], flt: Filter) -> tuple[str, str]:
+    """The plan a search took and the statement that computed distances."""
+    plan, sent = _sent(store_id, vector, flt)
+    scans = [sql for sql in sent if "<=>" in sql]
     assert len(scans) == 1
-    return ranking.plan, scans[0]
+    return plan, scans[0]
 
 
 @override_settings(SEARCH_EXACT_MAX_ROWS=100)
@@ -458,19 +473,9 @@ def test_a_listed_range_keeps_what_the_filter_keeps(tenant: Any) -> None:
 
 
 def _statements(store_id: str, flt: Filter | None, limit: int) -> tuple[str, int]:
-    """The plan a search took and the statements (round trips) it sent."""
-    from django.test.utils import CaptureQueriesContext
-
-    with CaptureQueriesContext(connection) as sent:
-        ranking = _search(store_id, _query(2), flt, limit=limit)
-    # Only the search's own statements: not the savepoint of _search's
-    # atomic block inside the test's transaction.
-    own = [
-        q["sql"]
-        for q in sent.captured_queries
-        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
-    ]
-    return ranking.plan, len(own)
+    """The plan a search took and how many statements (round trips) it sent."""
+    plan, sent = _sent(store_id, _query(2), flt, limit)
+    return plan, len(sent)
 
 
 @override_settings(SEARCH_EXACT_MAX_ROWS=100, SEARCH_HNSW_EF_SEARCH=40)

@@ -379,9 +379,10 @@ class AttributeChunk(models.Model):
     """A chunk under one of its attributes: per store, key and value, the
     chunks carrying it, with their vectors and attributes, in the order of
     a covering primary key. The exact plan of a vector query filtered on
-    ``eq``/``in`` reads the rows one value keeps as one range of that index
-    (tools/file_search/search.py). Written only by ``tools_chunk``'s
-    triggers (migration 0010, which gives the figures and the cost)."""
+    ``eq``/``in`` or a range test reads the rows the comparison keeps as one
+    range of that index (tools/file_search/search.py, ``_posting_ranking``).
+    Written only by ``tools_chunk``'s triggers (migration 0010, which gives
+    the figures and the cost)."""
 
     pk = models.CompositePrimaryKey("vector_store_id", "key", "value", "chunk_id")
     vector_store_id = models.CharField(max_length=64)
