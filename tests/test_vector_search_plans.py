@@ -241,10 +241,12 @@ def test_the_beam_widens_with_the_candidates_a_filter_needs() -> None:
         assert hnsw_params(150, 100_000, 100_000).ef_search == 150
         assert hnsw_params(40, None, 100_000).ef_search == 100
         # A filter keeping 10 %: 40 rows are about the first 400 candidates.
+        # 0.6 x those: the beam's width, not every candidate's visit, sets
+        # the recall.
         ten = hnsw_params(40, 10_000, 100_000)
-        assert ten.ef_search == 280
+        assert ten.ef_search == 240
         # The walk stops resuming after about what the first beam visits.
-        assert ten.max_scan_tuples == 8 * 280
+        assert ten.max_scan_tuples == 8 * 240
         # 0.1 %: pgvector's widest beam, then resumed batches, bounded.
         rare = hnsw_params(40, 100, 100_000)
         assert rare.ef_search == 1000
@@ -253,7 +255,7 @@ def test_the_beam_widens_with_the_candidates_a_filter_needs() -> None:
         # 1M chunks, 2 x at 10M, for the floor and a filter's beam alike.
         assert hnsw_params(40, None, 1_000_000).ef_search == 150
         assert hnsw_params(40, None, 10_000_000).ef_search == 200
-        assert hnsw_params(40, 100_000, 1_000_000).ef_search == 420
+        assert hnsw_params(40, 100_000, 1_000_000).ef_search == 360
 
 
 @override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
@@ -262,9 +264,10 @@ def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_exact_rows(
 ) -> None:
     # A filter keeping 10 % that no index lists (nin: a missing key passes
     # too): the exact plan would read the whole store, so the graph
-    # answers, with a beam as wide as the ~400 candidates that 40 passing
-    # rows take; over 2,000 rows that beam sees nearly all of them, so the
-    # answer must be the exact one.
+    # answers, with a beam 0.6 times as wide as the ~400 candidates that 40
+    # passing rows take. Over 2,000 rows that beam sees most of them: the
+    # nearest ten are the exact ones, and of the 40 at most two differ
+    # (recall 0.95, the target), each passing the filter.
     flt = ComparisonFilter(type="nin", key="bucket", value=list(range(10, 100)))
     for seed in range(3):
         vector = _query(seed)
@@ -276,7 +279,12 @@ def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_exact_rows(
         assert ranking.estimated_rows is not None
         assert ef > 200, ef
         truth = _truth(stores["big"], vector, lambda a: a["bucket"] < 10, 40)
-        _assert_exact(ranking, truth)
+        _assert_exact(VectorRanking(ranking.rows[:10], "hnsw", None), truth[:10])
+        got = {r[0] for r in ranking.rows}
+        assert len(got) == 40
+        assert len(got & {t[0] for t in truth}) >= 38
+        passing = _truth(stores["big"], vector, lambda a: a["bucket"] < 10, BIG)
+        assert got <= {t[0] for t in passing}
 
 
 @override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)

@@ -579,8 +579,16 @@ _HNSW_MAX_SCAN_TUPLES = 20_000
 # 0.979; 0.7: 5.8 / 7.3, 0.978; 0.6: 5.0 / 6.6, 0.971; 0.5: 5.1 / 6.6,
 # 0.968 (more walks resumed) — and at 1M (120 queries) — 0.9: 17.0 / 25.9,
 # 0.963; 0.7: 10.7 / 15.5, 0.958; 0.6: 9.5 / 12.7, 0.951; 0.5: 8.2 / 11.4,
-# 0.950. 0.7 keeps a margin over the 0.95 target at both sizes.
-_EF_PER_CANDIDATE = 0.7
+# 0.950. Since then (tools migrations 0008-0010, shared buffers in huge
+# pages), with the filter keeping 10 % scattered (``shard < 10``), vector
+# ranker p50 / p95 ms and recall@10 over the 225 queries (2026-11-23, two
+# sweeps each) — 1M: 0.7: 6.68-7.43 / 8.44-9.30, 0.972; 0.6: 6.04-6.84 /
+# 7.48-8.54, 0.970; 0.5: 5.33-5.64 / 6.61-6.87, 0.963 — and 100k (fresh
+# build): 0.7: 4.92 / 6.06, 0.994; 0.6: 4.88 / 5.81, 0.992; 0.5: 4.38 /
+# 5.27, 0.989 (following the content, ``bucket < 10``: 0.987, 0.980,
+# 0.967). 0.6 keeps recall 0.02 over the target at 1M and leaves a hybrid
+# search, ~1.3 ms more, under 10 ms at its p95.
+_EF_PER_CANDIDATE = 0.6
 # The graph elements the scan may visit (hnsw.max_scan_tuples) per unit of
 # ef_search. A beam of width ef visits about that many on its own (at ef 336
 # on the 100k set, budgets from 1 to 3,000 returned the same rows), so the
