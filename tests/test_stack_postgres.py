@@ -14,9 +14,9 @@ from core.stack.postgres import EmbeddedPostgres
     ("reply", "hinted"),
     [
         # 6 GB of buffers in ordinary pages: say how many to reserve.
-        ("off|3137|6442450944", True),
+        ("off|3176|6442450944", True),
         # The kernel had them: PostgreSQL's huge_pages=try took them.
-        ("on|3137|6442450944", False),
+        ("on|3176|6442450944", False),
         # A laptop's 256 MB: the TLB covers it, nothing to say.
         ("off|138|268435456", False),
     ],
@@ -40,6 +40,6 @@ def test_huge_pages_are_advised_for_large_buffers_only(
     err = capsys.readouterr().err
     assert "huge_pages_status" in asked[0]
     if hinted:
-        assert "vm.nr_hugepages=3137" in err
+        assert "vm.nr_hugepages=3176" in err
     else:
         assert err == ""
