@@ -19,6 +19,8 @@ from core.stack.postgres import EmbeddedPostgres
         ("on|3176|6442450944", False),
         # A laptop's 256 MB: the TLB covers it, nothing to say.
         ("off|138|268435456", False),
+        # A platform without huge pages (PostgreSQL says -1): nothing to do.
+        ("off|-1|6442450944", False),
     ],
 )
 def test_huge_pages_are_advised_for_large_buffers_only(

@@ -180,7 +180,8 @@ class EmbeddedPostgres:
             "current_setting('shared_memory_size_in_huge_pages'), "
             "pg_size_bytes(current_setting('shared_buffers'))"
         ).split("|")
-        if status == "off" and int(size) >= _HUGE_PAGES_HINT_BYTES:
+        # -1 pages: the platform has no huge pages (macOS), nothing to do.
+        if status == "off" and int(pages) > 0 and int(size) >= _HUGE_PAGES_HINT_BYTES:
             log(
                 "PostgreSQL's shared buffers are not in huge pages: reserve "
                 f"them (sysctl vm.nr_hugepages={pages}) for faster vector "
