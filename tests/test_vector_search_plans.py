@@ -259,7 +259,7 @@ def test_the_beam_widens_with_the_candidates_a_filter_needs() -> None:
 
 
 @override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
-def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_exact_rows(
+def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_nearest_rows(
     stores: dict[str, str],
 ) -> None:
     # A filter keeping 10 % that no index lists (nin: a missing key passes
