@@ -336,14 +336,16 @@ def _counted_probe(
     than it reads (the caller asks the planner)."""
     stores = list(store_ids)
     params: list[Any] = [stores]
-    leaves: list[str] = []
+    leaves: list[ComparisonFilter] = []
+    selects: list[str] = []
 
     def walk(f: Filter) -> None:
         if isinstance(f, CompoundFilter):
             for part in f.filters:
                 walk(part)
         else:
-            leaves.append(_leaf_sql(f, stores, params))
+            leaves.append(f)
+            selects.append(_leaf_sql(f, stores, params))
 
     if flt is not None:
         walk(flt)
@@ -351,7 +353,7 @@ def _counted_probe(
         "SELECT (SELECT coalesce(sum(chunks), 0) FROM tools_keyword_store "
         "WHERE vector_store_id = ANY(%s)), "
         "(SELECT reltuples FROM pg_class WHERE oid = 'tools_chunk'::regclass)"
-        + "".join(", " + leaf for leaf in leaves),
+        + "".join(", " + select for select in selects),
         params,
     )
     row = cursor.fetchone()
@@ -367,7 +369,7 @@ def _counted_probe(
     # and nin keep what eq and in do not); a compound filter's combines its
     # parts as independent, which they need not be.
     counted = isinstance(flt, ComparisonFilter)
-    driver, driver_rows = _driver(flt, list(row[2:]))
+    driver, driver_rows = _driver(flt, list(zip(leaves, row[2:], strict=True)))
     return _Probe(
         estimate=estimate,
         reads=reads,
@@ -376,12 +378,6 @@ def _counted_probe(
         driver=driver,
         driver_rows=driver_rows,
     )
-
-
-def _leaves(flt: Filter) -> int:
-    if isinstance(flt, CompoundFilter):
-        return sum(_leaves(f) for f in flt.filters)
-    return 1
 
 
 def _listable(flt: Filter) -> bool:
@@ -405,24 +401,24 @@ def _listable(flt: Filter) -> bool:
     return isinstance(flt.value, int | float | str) and not isinstance(flt.value, bool)
 
 
-def _driver(flt: Filter, counts: list[Any]) -> tuple[ComparisonFilter | None, float]:
+def _driver(
+    flt: Filter, counts: list[tuple[ComparisonFilter, Any]]
+) -> tuple[ComparisonFilter | None, float]:
     """Of ``flt`` (a comparison, or an ``and`` of parts), the comparison
     ``tools_attribute_chunk`` lists (``_listable``) keeping the fewest rows,
-    with that count (``counts``: the leaves' in ``_leaf_sql`` order): the
-    rows ``_posting_ranking`` reads. None for other filters (an ``or``
-    keeps rows no one part lists)."""
+    with that count (``counts``: each comparison of ``flt`` with its
+    ``_leaf_sql`` count): the rows ``_posting_ranking`` reads. None for
+    other filters (an ``or`` keeps rows no one part lists)."""
     if isinstance(flt, CompoundFilter) and flt.type != "and":
         return None, 0.0
     parts = flt.filters if isinstance(flt, CompoundFilter) else [flt]
     best: tuple[ComparisonFilter | None, float] = (None, 0.0)
-    at = 0
     for part in parts:
         if isinstance(part, ComparisonFilter) and _listable(part):
-            count = counts[at]
+            count = next(c for leaf, c in counts if leaf is part)
             rows = float(count[0] if isinstance(count, list) else count)
             if best[0] is None or rows < best[1]:
                 best = (part, rows)
-        at += _leaves(part)
     return best
 
 
