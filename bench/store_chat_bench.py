@@ -156,7 +156,7 @@ def main() -> int:
         _, engine_port = start_engine(children, data_dir)
         username, slug, raw_key, assistant_id = setup(engine_port)
         _, web_port = start_web(children, data_dir, SETTINGS)
-        start_worker(children, data_dir, 1, SETTINGS)
+        start_worker(children, data_dir, 1, SETTINGS, "threads")
         site = f"http://{HOST}:{web_port}"
         headers = {"Authorization": f"Bearer {raw_key}", "OpenAI-Beta": "assistants=v2"}
         api_ms: list[float] = []

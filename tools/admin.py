@@ -14,8 +14,16 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
-from tools.models import File, Upload, UploadPart, VectorStore, VectorStoreFile
+from tools.models import (
+    File,
+    FilterIndex,
+    Upload,
+    UploadPart,
+    VectorStore,
+    VectorStoreFile,
+)
 from tools.services.file import file_delete
+from tools.services.filter_index import filter_index_drop
 from tools.services.upload import upload_delete
 from tools.services.vector_store import (
     vector_store_delete,
@@ -182,3 +190,32 @@ class VectorStoreFileAdmin(ReadOnlyAdmin):
     ) -> None:
         for row in queryset:
             vector_store_file_delete(vector_store_file=row)
+
+
+@admin.register(FilterIndex)
+class FilterIndexAdmin(ReadOnlyAdmin):
+    """Filter indexes (``manage.py filter_index`` declares and builds them:
+    a build takes minutes on a large table and shows its progress there);
+    a failed build's error is here. Deleting one drops the index."""
+
+    list_display = (
+        "name",
+        "vector_store",
+        "filters",
+        "status",
+        "rows",
+        "build_seconds",
+        "created_at",
+    )
+    list_filter = ("status",)
+    search_fields = ("name", "vector_store__id", "vector_store__name")
+    list_select_related = ("vector_store",)
+
+    def delete_model(self, request: HttpRequest, obj: FilterIndex) -> None:
+        filter_index_drop(filter_index=obj)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[FilterIndex]
+    ) -> None:
+        for index in queryset:
+            filter_index_drop(filter_index=index)

@@ -399,6 +399,63 @@ class AttributeChunk(models.Model):
         return f"{self.vector_store_id}: {self.key}={self.value} chunk {self.chunk_id}"
 
 
+class FilterIndex(models.Model):
+    """An HNSW index over the chunks of one store that pass one filter: a
+    partial index, which PostgreSQL uses for a search of that store whose
+    filter is this one or an ``and`` holding it.
+
+    Why: a graph walk over every chunk finds the rows a filter keeps only
+    after passing every nearer row that it drops. A filter scattered
+    through the vector space costs the walk ``1 / share`` times as many
+    candidates; one that follows the content (a category, a tenant, a set
+    of files about one subject) can keep almost nothing near a query, and
+    the walk goes thousands of rows deep (bench/retrieval_bench.py's
+    ``bucket < 10`` at 1M chunks: p95 ~40 ms). Over its own graph such a
+    filter is an unfiltered search of a smaller table. Operators declare
+    one for the filters their assistants use (``manage.py filter_index``);
+    ``tools.services.filter_index`` builds it, ``CONCURRENTLY`` so that
+    ingestion and searches go on meanwhile.
+
+    ``predicate`` is the index's WHERE as the search writes the filter
+    (``tools.file_search.search.index_predicate``): a search uses the
+    index's statistics only while it would still write the same text, the
+    condition under which PostgreSQL's planner proves the index applies.
+    """
+
+    class Status(models.TextChoices):
+        BUILDING = "building"
+        READY = "ready"
+        FAILED = "failed"
+
+    id = models.BigAutoField(primary_key=True)
+    vector_store = models.ForeignKey(
+        VectorStore, on_delete=models.CASCADE, related_name="filter_indexes"
+    )
+    filters = models.JSONField()
+    predicate = models.TextField()
+    # The index's name in PostgreSQL (at most 63 bytes).
+    name = models.CharField(max_length=63, unique=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.BUILDING
+    )
+    # Chunks indexed when the build ended (searches read the live count
+    # from pg_class).
+    rows = models.BigIntegerField(default=0)
+    build_seconds = models.FloatField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vector_store", "predicate"], name="filter_index_predicate"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.vector_store_id}: {self.status})"
+
+
 def chunk_index_sql(name: str) -> str:
     """The ``CREATE INDEX`` of one of ``Chunk``'s indexes, as the migrations
     make it: for code that drops an index to load many rows and builds it

@@ -21,6 +21,7 @@ from core.models import Project
 from core.validation import Id, Input, Metadata
 from tools.models import Chunk, VectorStore, VectorStoreFile, VectorStoreFileBatch
 from tools.selectors import files_require
+from tools.services.filter_index import filter_indexes_drop
 
 AUTO_CHUNKING = {
     "type": "static",
@@ -257,7 +258,9 @@ def vector_store_touch(*, vector_store: VectorStore) -> None:
 def vector_store_delete(*, vector_store: VectorStore) -> dict[str, Any]:
     # The database cascades to files (Django's collector: few rows) and to
     # chunks (ON DELETE CASCADE: no rows loaded).
-    VectorStore.objects.filter(pk=vector_store.pk).delete()
+    with transaction.atomic():
+        filter_indexes_drop(vector_store_id=vector_store.pk)
+        VectorStore.objects.filter(pk=vector_store.pk).delete()
     return {"id": vector_store.id, "object": "vector_store.deleted", "deleted": True}
 
 
@@ -277,6 +280,7 @@ def vector_stores_expire_due(*, now: datetime | None = None, batch: int = 100) -
                 status=VectorStore.Status.EXPIRED
             )
             if updated:
+                filter_indexes_drop(vector_store_id=pk)
                 Chunk.objects.filter(vector_store_id=pk).delete()
     return len(due)
 

@@ -1,0 +1,232 @@
+"""Filter indexes: an HNSW index over the chunks of one store that pass one
+filter (tools.models.FilterIndex says why). Operators declare them with
+``manage.py filter_index``; searches find them by themselves.
+
+The build is ``CREATE INDEX CONCURRENTLY`` (outside a transaction), so
+ingestion and searches go on while it runs; its progress is read from
+``pg_stat_progress_create_index`` on a second connection. A build that
+fails leaves no index behind (a failed concurrent build leaves an invalid
+one, which is dropped) and the row ``failed`` with the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DatabaseError, connection, transaction
+
+from core.errors import InvalidRequestError
+from core.validation import Input, parse
+from tools.file_search.search import Filter, FilterError, index_predicate
+from tools.models import Chunk, FilterIndex, VectorStore
+
+# The graph's parameters: the chunk index's (tools.models.Chunk.Meta).
+_HNSW = next(i for i in Chunk._meta.indexes if i.name == "chunk_embedding_hnsw")
+_PROGRESS_EVERY = 0.5
+
+
+class FilterIndexInput(Input):
+    filters: Filter
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """One reading of pg_stat_progress_create_index: the phase, and the
+    table's blocks scanned of all (the rows are found by a scan of the
+    whole table; pgvector builds the graph as it reads them)."""
+
+    phase: str
+    blocks_done: int
+    blocks_total: int
+    tuples_done: int
+
+
+def _index_sql(name: str, predicate: str, *, concurrently: bool) -> str:
+    options = ", ".join(_HNSW.get_with_params())
+    return (
+        f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}{name} "
+        f"ON tools_chunk USING hnsw (embedding {_HNSW.opclasses[0]}) "
+        f"WITH ({options}) WHERE {predicate}"
+    )
+
+
+def _drop(name: str) -> None:
+    # CONCURRENTLY where it can (not in a transaction): a plain DROP INDEX
+    # takes tools_chunk's ACCESS EXCLUSIVE lock, which waits for every
+    # search and ingestion under way and holds the next ones back.
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX {concurrently}IF EXISTS {name}")
+
+
+def _watch(
+    pid: int, progress: Callable[[BuildProgress], None], done: threading.Event
+) -> None:
+    """Report the build's progress until ``done``, from this thread's own
+    connection (the building one is busy with the build)."""
+    try:
+        while not done.wait(_PROGRESS_EVERY):
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT phase, blocks_done, blocks_total, tuples_done "
+                    "FROM pg_stat_progress_create_index WHERE pid = %s",
+                    [pid],
+                )
+                row = cursor.fetchone()
+            if row:
+                progress(BuildProgress(str(row[0]), *map(int, row[1:])))
+    finally:
+        connection.close()
+
+
+def _predicate(vector_store: VectorStore, filters: Any) -> tuple[Filter, str]:
+    """``filters`` (a search's ``filters`` object) parsed, and the index
+    predicate it makes for the store. Raises InvalidRequestError for a
+    filter a search would refuse."""
+    flt = parse(FilterIndexInput, {"filters": filters}).filters
+    try:
+        return flt, index_predicate(vector_store.id, flt)
+    except FilterError as exc:
+        raise InvalidRequestError(
+            f"Invalid 'filters': {exc}.", param="filters"
+        ) from None
+
+
+def filter_index_get(*, vector_store: VectorStore, filters: Any) -> FilterIndex | None:
+    """The store's filter index for ``filters``, if declared."""
+    _, predicate = _predicate(vector_store, filters)
+    return FilterIndex.objects.filter(
+        vector_store=vector_store, predicate=predicate
+    ).first()
+
+
+def filter_index_create(
+    *,
+    vector_store: VectorStore,
+    filters: Any,
+    progress: Callable[[BuildProgress], None] | None = None,
+) -> FilterIndex:
+    """Declare and build the filter index of ``vector_store`` for
+    ``filters``; returns it ``ready``, or ``failed`` with ``last_error``.
+    Declaring one the store has already is a no-op (a failed one is built
+    again). Raises InvalidRequestError for a filter a search would refuse."""
+    flt, predicate = _predicate(vector_store, filters)
+    index, created = FilterIndex.objects.get_or_create(
+        vector_store=vector_store,
+        predicate=predicate,
+        defaults={
+            "filters": flt.model_dump(mode="json"),
+            "name": f"tools_chunk_hnsw_f{secrets.token_hex(6)}",
+        },
+    )
+    if not created and index.status == FilterIndex.Status.READY:
+        return index
+    with _build_lock(index.name) as mine:
+        if not mine:
+            return index  # another process is building it
+        index.refresh_from_db()
+        if index.status == FilterIndex.Status.READY:
+            return index
+        # New, failed, or left ``building`` by a process that died.
+        return _build(index, progress)
+
+
+@contextlib.contextmanager
+def _build_lock(name: str) -> Iterator[bool]:
+    """Whether this session may build the index ``name``: an advisory lock,
+    which PostgreSQL releases if the session dies mid-build."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [name])
+        mine = bool(cursor.fetchone()[0])
+    try:
+        yield mine
+    finally:
+        if mine:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])
+
+
+def _build(
+    index: FilterIndex, progress: Callable[[BuildProgress], None] | None
+) -> FilterIndex:
+    # In a transaction (the tests' TestCase) CONCURRENTLY cannot run; a
+    # plain build locks out writes to tools_chunk while it lasts, in a
+    # savepoint so that a failed build does not abort the transaction.
+    concurrently = not connection.in_atomic_block
+    FilterIndex.objects.filter(pk=index.pk).update(
+        status=FilterIndex.Status.BUILDING, last_error=""
+    )
+    # What a build that died left (an invalid index: updated by every
+    # write, used by no query).
+    _drop(index.name)
+    done = threading.Event()
+    watcher: threading.Thread | None = None
+    started = time.monotonic()
+    try:
+        with (
+            contextlib.nullcontext() if concurrently else transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            if progress is not None:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid = int(cursor.fetchone()[0])
+                watcher = threading.Thread(
+                    target=_watch, args=(pid, progress, done), daemon=True
+                )
+                watcher.start()
+            cursor.execute(
+                _index_sql(index.name, index.predicate, concurrently=concurrently)
+            )
+            # What the build counted (pg_class.reltuples, set by it).
+            cursor.execute(
+                "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+                [index.name],
+            )
+            rows = max(0, int(cursor.fetchone()[0]))
+    except DatabaseError as exc:
+        if concurrently:
+            _drop(index.name)  # a failed concurrent build leaves one too
+        FilterIndex.objects.filter(pk=index.pk).update(
+            status=FilterIndex.Status.FAILED, last_error=str(exc).strip()[:2000]
+        )
+        index.refresh_from_db()
+        return index
+    finally:
+        done.set()
+        if watcher is not None:
+            watcher.join()
+    FilterIndex.objects.filter(pk=index.pk).update(
+        status=FilterIndex.Status.READY,
+        rows=rows,
+        build_seconds=round(time.monotonic() - started, 3),
+    )
+    index.refresh_from_db()
+    return index
+
+
+def filter_index_drop(*, filter_index: FilterIndex) -> None:
+    """Drop the index, then its row (a search reading the row meanwhile
+    finds no index by its name and ignores it)."""
+    _drop(filter_index.name)
+    FilterIndex.objects.filter(pk=filter_index.pk).delete()
+
+
+def filter_indexes_drop(*, vector_store_id: str) -> None:
+    """Drop a store's filter indexes: its chunks are going (store deleted or
+    expired), and an index left behind would hold none but still cost every
+    write to tools_chunk a test of its predicate. The rows go with the
+    caller's transaction, the indexes once it commits (concurrently: the
+    chunks' delete may take long, and a plain DROP INDEX would hold every
+    search back until then)."""
+    indexes = FilterIndex.objects.filter(vector_store_id=vector_store_id)
+    names = list(indexes.values_list("name", flat=True))
+    indexes.delete()
+    for name in names:
+        transaction.on_commit(functools.partial(_drop, name))
