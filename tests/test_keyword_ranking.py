@@ -138,7 +138,7 @@ def _ranking(
     store_ids: list[str], query: str, limit: int = 10, pool: list[int] | None = None
 ) -> list[tuple[int, float]]:
     with transaction.atomic(), connection.cursor() as cursor:
-        stats = term_stats(cursor, query, store_ids)
+        stats = term_stats(query, store_ids)
         return keyword_ranking(cursor, stats, store_ids, "TRUE", [], limit, pool)
 
 
@@ -206,8 +206,7 @@ def test_rarest_terms_stop_at_the_bound(tenant: Any) -> None:
         store_file(tenant, store, "t"),
         ["alpha beta gamma", "beta gamma", "gamma", "gamma delta"],
     )
-    with connection.cursor() as cursor:
-        stats = term_stats(cursor, "gamma beta alpha delta epsilon", [store.id])
+    stats = term_stats("gamma beta alpha delta epsilon", [store.id])
     # Rarest first; "epsilon" is in no chunk, so not a term at all.
     assert list(zip(stats.terms, stats.dfs, strict=True)) == [
         ("alpha", 1),

@@ -241,12 +241,12 @@ def test_the_beam_widens_with_the_candidates_a_filter_needs() -> None:
         assert hnsw_params(150, 100_000, 100_000).ef_search == 150
         assert hnsw_params(40, None, 100_000).ef_search == 100
         # A filter keeping 10 %: 40 rows are about the first 400 candidates.
-        # 0.6 x those: the beam's width, not every candidate's visit, sets
+        # 0.5 x those: the beam's width, not every candidate's visit, sets
         # the recall.
         ten = hnsw_params(40, 10_000, 100_000)
-        assert ten.ef_search == 240
+        assert ten.ef_search == 200
         # The walk stops resuming after about what the first beam visits.
-        assert ten.max_scan_tuples == 8 * 240
+        assert ten.max_scan_tuples == 8 * 200
         # 0.1 %: pgvector's widest beam, then resumed batches, bounded.
         rare = hnsw_params(40, 100, 100_000)
         assert rare.ef_search == 1000
@@ -255,7 +255,7 @@ def test_the_beam_widens_with_the_candidates_a_filter_needs() -> None:
         # 1M chunks, 2 x at 10M, for the floor and a filter's beam alike.
         assert hnsw_params(40, None, 1_000_000).ef_search == 150
         assert hnsw_params(40, None, 10_000_000).ef_search == 200
-        assert hnsw_params(40, 100_000, 1_000_000).ef_search == 360
+        assert hnsw_params(40, 100_000, 1_000_000).ef_search == 300
 
 
 @override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
@@ -264,7 +264,7 @@ def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_nearest_rows(
 ) -> None:
     # A filter keeping 10 % that no index lists (nin: a missing key passes
     # too): the exact plan would read the whole store, so the graph
-    # answers, with a beam 0.6 times as wide as the ~400 candidates that 40
+    # answers, with a beam 0.5 times as wide as the ~400 candidates that 40
     # passing rows take. Over 2,000 rows that beam sees most of them: the
     # nearest ten are the exact ones, and of the 40 at most two differ
     # (recall 0.95, the target), each passing the filter.
@@ -277,7 +277,7 @@ def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_nearest_rows(
             ef = cursor.fetchone()[0]
         assert ranking.plan == "hnsw"
         assert ranking.estimated_rows is not None
-        assert ef > 200, ef
+        assert ef >= 200, ef
         truth = _truth(stores["big"], vector, lambda a: a["bucket"] < 10, 40)
         _assert_exact(VectorRanking(ranking.rows[:10], "hnsw", None), truth[:10])
         got = {r[0] for r in ranking.rows}
@@ -713,16 +713,16 @@ def test_the_rows_a_filter_keeps_are_counted_on_any_key(
                 [stores["big"], *params],
             )
             passing = cursor.fetchone()[0]
-            probe = _counted_probe(cursor, [stores["big"]], flt)
+            probe = _counted_probe([stores["big"]], flt)
             assert probe is not None
             assert probe.estimate == passing, flt
             assert probe.counted, flt
             assert probe.table >= BIG
         both = CompoundFilter(type="and", filters=[cases[0], cases[5]])
         either = CompoundFilter(type="or", filters=[cases[0], cases[5]])
-        and_probe = _counted_probe(cursor, [stores["big"]], both)
-        or_probe = _counted_probe(cursor, [stores["big"]], either)
-        whole = _counted_probe(cursor, [stores["big"], stores["small"]], None)
+        and_probe = _counted_probe([stores["big"]], both)
+        or_probe = _counted_probe([stores["big"]], either)
+        whole = _counted_probe([stores["big"], stores["small"]], None)
     assert and_probe is not None and or_probe is not None and whole is not None
     assert and_probe.estimate == pytest.approx(BIG * 0.5 * 0.1)
     assert or_probe.estimate == pytest.approx(BIG * (1 - 0.5 * 0.9))
@@ -742,13 +742,11 @@ def test_a_range_test_over_many_values_asks_the_planner(
     # takes the planner's estimate (and the search still answers right).
     flt = ComparisonFilter(type="lt", key="n", value="2")
     monkeypatch.setattr(search, "_COUNTED_MAX_VALUES", 1000)
-    with connection.cursor() as cursor:
-        assert _counted_probe(cursor, [stores["big"]], flt) is None
+    assert _counted_probe([stores["big"]], flt) is None
     vector = _query(0)
     with override_settings(SEARCH_EXACT_MAX_ROWS=100, SEARCH_HNSW_EF_SEARCH=1000):
         ranking = _search(stores["big"], vector, flt)
     truth = _truth(stores["big"], vector, lambda a: a["n"] < "2", 10)
     assert [r[0] for r in ranking.rows] == [t[0] for t in truth]
     monkeypatch.setattr(search, "_COUNTED_MAX_VALUES", 2000)
-    with connection.cursor() as cursor:
-        assert _counted_probe(cursor, [stores["big"]], flt) is not None
+    assert _counted_probe([stores["big"]], flt) is not None

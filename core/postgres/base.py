@@ -22,7 +22,7 @@ import select
 from typing import Any
 
 from django.conf import settings
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, operations
 from django.utils.asyncio import async_unsafe
 from psycopg import OperationalError
 from psycopg_pool import ConnectionPool
@@ -56,7 +56,17 @@ class PreparedCursor(base.ServerBindingCursor):  # type: ignore[name-defined,mis
         return super().execute(query, params, **kwargs)  # type: ignore[misc]
 
 
+class DatabaseOperations(operations.DatabaseOperations):
+    def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str:
+        # A statement run prepared has no text on the cursor (psycopg sends
+        # the prepared statement's name): the query log (assertNumQueries,
+        # CaptureQueriesContext, DEBUG's logging) shows it as written.
+        return str(super().last_executed_query(cursor, sql, params) or sql)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
+
     @property
     def pool(self) -> Any:
         pool = super().pool

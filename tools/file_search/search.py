@@ -63,6 +63,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from pydantic import Field
 
+from core.db import prepared_cursor
 from core.validation import Input
 from tools.embeddings import embed
 
@@ -383,9 +384,7 @@ def _counted_share(flt: Filter, counts: list[Any], total: float) -> float | None
     return 1.0 - share if flt.type in ("ne", "nin") else share
 
 
-def _counted_probe(
-    cursor: Any, store_ids: Sequence[str], flt: Filter | None
-) -> _Probe | None:
+def _counted_probe(store_ids: Sequence[str], flt: Filter | None) -> _Probe | None:
     """The rows passing, counted rather than estimated: the stores' chunks
     from tools_keyword_store (migration 0007), each comparison's from
     tools_attribute_value (migration 0009), in one round trip. Exact for a
@@ -408,15 +407,19 @@ def _counted_probe(
 
     if flt is not None:
         walk(flt)
-    cursor.execute(
-        "SELECT (SELECT coalesce(sum(chunks), 0) FROM tools_keyword_store "
-        "WHERE vector_store_id = ANY(%s)), "
-        "(SELECT reltuples FROM pg_class WHERE oid = 'tools_chunk'::regclass), "
-        + _FILTER_INDEXES_SQL
-        + "".join(", " + select for select in selects),
-        [params[0], stores, stores, *params[1:]],
-    )
-    row = cursor.fetchone()
+    # Prepared (one text per filter's shape): planning it took longer than
+    # running it, 0.36 against 0.22 ms a search (p50, 1M chunks, shard <
+    # 10), in the caller's transaction all the same.
+    with prepared_cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT coalesce(sum(chunks), 0) FROM tools_keyword_store "
+            "WHERE vector_store_id = ANY(%s)), "
+            "(SELECT reltuples FROM pg_class WHERE oid = 'tools_chunk'::regclass), "
+            + _FILTER_INDEXES_SQL
+            + "".join(", " + select for select in selects),
+            [params[0], stores, stores, *params[1:]],
+        )
+        row = cursor.fetchone()
     total, table = float(row[0]), max(0.0, float(row[1]))
     indexes = _filter_indexes(row[2])
     if flt is None or total == 0:
@@ -644,9 +647,12 @@ _HNSW_MAX_SCAN_TUPLES = 20_000
 # 7.48-8.54, 0.970; 0.5: 5.33-5.64 / 6.61-6.87, 0.963 — and 100k (fresh
 # build): 0.7: 4.92 / 6.06, 0.994; 0.6: 4.88 / 5.81, 0.992; 0.5: 4.38 /
 # 5.27, 0.989 (following the content, ``bucket < 10``: 0.987, 0.980,
-# 0.967). 0.6 keeps recall 0.02 over the target at 1M and leaves a hybrid
-# search, ~1.3 ms more, under 10 ms at its p95.
-_EF_PER_CANDIDATE = 0.6
+# 0.967). 0.6 kept recall 0.02 over the target at 1M, but left a hybrid
+# search, ~1.5 ms more than the vector ranker, at 9.3-11.4 ms p95 as the
+# host's speed drifted (2026-11-23, evening: bench and two sweeps); 0.5
+# took it to 8.7-9.0 (vector 5.6-6.6 / 7.2-8.4 against 6.3-7.6 / 7.9-9.3)
+# at recall 0.963, 0.013 over the target (0.989 at 100k).
+_EF_PER_CANDIDATE = 0.5
 # The graph elements the scan may visit (hnsw.max_scan_tuples) per unit of
 # ef_search. A beam of width ef visits about that many on its own (at ef 336
 # on the 100k set, budgets from 1 to 3,000 returned the same rows), so the
@@ -816,7 +822,7 @@ def vector_ranking(
     caller's transaction (it sets ``SET LOCAL`` options)."""
     params: list[Any] = []
     where = filter_sql(flt, params)
-    probe = _counted_probe(cursor, store_ids, flt) or _probe(cursor, store_ids, flt)
+    probe = _counted_probe(store_ids, flt) or _probe(cursor, store_ids, flt)
     estimate, reads, table = probe.estimate, probe.reads, probe.table
     # The graph the walk would search: the table's, or a filter index's
     # (tools.models.FilterIndex; the planner picks the smallest whose
@@ -904,9 +910,14 @@ class TermStats:
         return out
 
 
-def term_stats(cursor: Any, query: str, store_ids: Sequence[str]) -> TermStats:
+def term_stats(query: str, store_ids: Sequence[str]) -> TermStats:
     # The query is parsed as the chunks were (to_tsvector, english), so its
-    # lexemes are the stored ones.
+    # lexemes are the stored ones. Prepared: 0.38 -> 0.29 ms (p50, 1M).
+    with prepared_cursor() as cursor:
+        return _term_stats(cursor, query, store_ids)
+
+
+def _term_stats(cursor: Any, query: str, store_ids: Sequence[str]) -> TermStats:
     cursor.execute(
         """
         WITH s AS (
@@ -1051,7 +1062,7 @@ def query_rankings(
         out.append(("vector", nearest.rows[:depth]))
         pool = [chunk_id for chunk_id, _ in nearest.rows]
     if query:
-        stats = term_stats(cursor, query, store_ids)
+        stats = term_stats(query, store_ids)
         out.append(
             (
                 "keyword",
