@@ -8,6 +8,7 @@ PostgreSQL + pgvector; synthetic vectors, no model)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from typing import Any
 
@@ -17,6 +18,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 import tools.file_search.search as search
+from core.observability import metrics
 from tests.chunk_rows import DIM, chunks_add, store_file
 from tools.file_search.search import (
     ComparisonFilter,
@@ -289,7 +291,7 @@ def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_nearest_rows(
 
 @override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
 def test_a_short_wide_beam_resumes_the_walk_before_going_exact(
-    stores: dict[str, str],
+    stores: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     # Conditions that seem to keep half, 51 % and 99.5 % of the rows, so a
     # quarter together as the plan choice takes them (independent), but
@@ -307,6 +309,9 @@ def test_a_short_wide_beam_resumes_the_walk_before_going_exact(
             ),
         ],
     )
+    resumed = metrics.VECTOR_SEARCHES.labels("hnsw+resume")
+    before = resumed._value.get()
+    caplog.set_level(logging.INFO, logger="tools.file_search.search")
     for seed in range(3):
         vector = _query(seed)
         ranking = _search(stores["big"], vector, flt)
@@ -317,6 +322,14 @@ def test_a_short_wide_beam_resumes_the_walk_before_going_exact(
         )
         assert len(truth) == 10
         _assert_exact(ranking, truth)
+    # Counted by plan, and logged with the store and the filter: what tells
+    # an operator that a filter index would serve this filter.
+    assert resumed._value.get() == before + 3
+    logged = [
+        r.getMessage() for r in caplog.records if "came back short" in r.getMessage()
+    ]
+    assert len(logged) == 3
+    assert stores["big"] in logged[0] and '"key": "tag"' in logged[0]
 
 
 def test_an_exact_scan_past_its_cap_gives_way_to_the_index(

@@ -64,6 +64,13 @@ CACHED_PROMPT_TOKENS = Counter(
     "Prompt tokens the engine served from its prefix cache.",
     ["model"],
 )
+VECTOR_SEARCHES = Counter(
+    "agents_vector_searches_total",
+    "Vector rankings by the plan that answered them: exact, hnsw, or "
+    "hnsw+resume / hnsw+exact when the graph walk came back short (a filter "
+    "that follows the content: a filter index serves it).",
+    ["plan"],
+)
 SANDBOX_SESSIONS = Gauge(
     "agents_sandbox_sessions",
     "Code-interpreter sessions held by worker processes: active (serving a "
@@ -105,6 +112,10 @@ def run_transition(run_id: str, target: str, *, moved: bool) -> None:
             started = _claims.pop(run_id, None)
         if moved and started is not None:
             RUN_SECONDS.labels(target).observe(time.monotonic() - started)
+
+
+def vector_search(plan: str) -> None:
+    VECTOR_SEARCHES.labels(plan).inc()
 
 
 def engine_usage(

@@ -33,6 +33,12 @@ meets too many values to count (``_probe``) (``vector_ranking``):
 A store is a filter too: a store holding 1 % of the table is searched
 exactly, not through a graph built over everyone's chunks.
 
+A filter an operator declared a **filter index** for (tools.models.
+FilterIndex: an HNSW graph over the store's chunks passing it) is searched
+through that graph when the search's filter is the declared one or an
+``and`` holding it: PostgreSQL's planner picks the partial index, and the
+plan choice and the beam are sized for its rows (``_indexed_rows``).
+
 The keyword query is BM25 (``keyword_ranking``) with the statistics that
 ``tools_chunk``'s triggers keep (migration 0007). Alone it scores every
 chunk holding a term of the query, most of a store for a question in plain
@@ -54,6 +60,7 @@ the rank divided by the best rank of the page.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,8 +71,11 @@ from django.db import connection, transaction
 from pydantic import Field
 
 from core.db import prepared_cursor
+from core.observability import metrics
 from core.validation import Input
 from tools.embeddings import embed
+
+logger = logging.getLogger(__name__)
 
 # The vector ranker's share of a hybrid score (the keyword ranker has the
 # rest).
@@ -820,6 +830,29 @@ def vector_ranking(
     """The ``limit`` chunks of ``store_ids`` passing ``flt`` nearest to
     ``vector`` (see the module docstring for the plans). Runs inside the
     caller's transaction (it sets ``SET LOCAL`` options)."""
+    ranking = _vector_ranking(cursor, vector, store_ids, flt, limit)
+    metrics.vector_search(ranking.plan)
+    if ranking.plan in ("hnsw+resume", "hnsw+exact") and flt is not None:
+        # What tells an operator which filter wants a filter index: its
+        # rows lie away from this query, and the walk went deep for them.
+        logger.info(
+            "vector search: the graph walk came back short (%s) for stores %s "
+            "and filter %s; a filter index for it (manage.py filter_index) "
+            "would serve it",
+            ranking.plan,
+            ",".join(store_ids),
+            json.dumps(flt.model_dump(mode="json"), sort_keys=True),
+        )
+    return ranking
+
+
+def _vector_ranking(
+    cursor: Any,
+    vector: list[float],
+    store_ids: Sequence[str],
+    flt: Filter | None,
+    limit: int,
+) -> VectorRanking:
     params: list[Any] = []
     where = filter_sql(flt, params)
     probe = _counted_probe(store_ids, flt) or _probe(cursor, store_ids, flt)
