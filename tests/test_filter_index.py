@@ -185,6 +185,29 @@ def test_deleting_the_store_or_the_index_drops_it(
     assert not FilterIndex.objects.exists()
 
 
+def test_an_expired_store_loses_its_filter_indexes(
+    stores: dict[str, str],  # noqa: F811
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tools.services.vector_store import vector_stores_expire_due
+
+    store = VectorStore.objects.get(pk=stores["big"])
+    index = filter_index_create(vector_store=store, filters=TEN)
+    VectorStore.objects.filter(pk=store.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert vector_stores_expire_due() == 1
+    assert not _exists(index.name)
+    assert not FilterIndex.objects.exists()
+    # The table's own graph is untouched.
+    assert _exists("chunk_embedding_hnsw")
+
+
 def test_the_management_command_creates_lists_and_drops(
     stores: dict[str, str],  # noqa: F811
 ) -> None:
