@@ -371,6 +371,8 @@ class ScaleRow:
     # case and dropped after it: its build time and chunks.
     filter_index_build_s: float = 0.0
     filter_index_rows: int = 0
+    # The short searches that proposed the filter index (0: declared).
+    filter_index_proposed_by: int = 0
 
 
 @dataclass
@@ -694,8 +696,11 @@ FILTERS: list[tuple[str, float, str, Any, bool]] = [
     # whose own documents fail, hardly any pass: at 1M, 2.6 of 10 rows at
     # the defaults, none for 64 of the 225 queries. Harder, and what a
     # filter on file attributes does. Then "10% by file" again over its
-    # own graph (manage.py filter_index): last, so that no other case
-    # searches with the index built (it takes shared buffers from theirs).
+    # own graph: the filter index its short searches in the case before
+    # proposed (SEARCH_AUTO_FILTER_INDEX_AFTER), built as the task builds
+    # it, or declared (manage.py filter_index) when too few came back
+    # short. Last, so that no other case searches with the index built
+    # (it takes shared buffers from theirs).
     ("none", 1.0, SYNTHETIC, None, False),
     ("10%", 0.1, SYNTHETIC, ("lt", "shard", 10), False),
     ("1%", 0.01, SYNTHETIC, ("eq", "shard", 7), False),
@@ -744,12 +749,21 @@ def _settle() -> None:
         )
 
 
-def _filter_index_build(store_id: str, flt: Any) -> Any:
-    """Build the store's filter index for ``flt`` as ``manage.py
-    filter_index create`` does (progress printed), then settle again so
-    that its pages are in shared buffers as a searched index's are."""
+def _filter_index_build(store_id: str, flt: Any) -> tuple[Any, int]:
+    """Build the store's filter index for ``flt`` (progress printed), then
+    settle again so that its pages are in shared buffers as a searched
+    index's are. The one the previous case's short searches proposed if
+    they did (SEARCH_AUTO_FILTER_INDEX_AFTER of them), built as its task
+    does (the benchmark runs no worker); else declared, as ``manage.py
+    filter_index create`` does. Returns it and the short searches that
+    proposed it (0: declared)."""
+    from tools.file_search.search import index_predicate
     from tools.models import FilterIndex, VectorStore
-    from tools.services.filter_index import BuildProgress, filter_index_create
+    from tools.services.filter_index import (
+        BuildProgress,
+        filter_index_build,
+        filter_index_create,
+    )
 
     last = [0.0]
 
@@ -762,19 +776,32 @@ def _filter_index_build(store_id: str, flt: Any) -> Any:
                 flush=True,
             )
 
-    store = VectorStore.objects.get(pk=store_id)
-    index = filter_index_create(
-        vector_store=store, filters=flt.model_dump(mode="json"), progress=progress
-    )
-    if index.status != FilterIndex.Status.READY:
-        raise SystemExit(f"filter index {index.name}: {index.last_error}")
+    proposed = FilterIndex.objects.filter(
+        vector_store_id=store_id,
+        predicate=index_predicate(store_id, flt),
+        automatic=True,
+        status=FilterIndex.Status.BUILDING,
+    ).first()
+    if proposed is not None:
+        shorts = proposed.short_searches
+        print(f"    filter index proposed by {shorts} short searches", flush=True)
+        index = filter_index_build(filter_index_id=proposed.pk, progress=progress)
+    else:
+        shorts = 0
+        index = filter_index_create(
+            vector_store=VectorStore.objects.get(pk=store_id),
+            filters=flt.model_dump(mode="json"),
+            progress=progress,
+        )
+    if index is None or index.status != FilterIndex.Status.READY:
+        raise SystemExit(f"filter index for {flt}: {index and index.last_error}")
     print(
         f"    filter index {index.name}: {index.rows} chunks in "
         f"{index.build_seconds} s",
         flush=True,
     )
     _settle()
-    return index
+    return index, shorts
 
 
 def _default_rows(
@@ -832,6 +859,12 @@ def scale_measure(
     }
     # Each query's vector and text, paired once for every filter's pass.
     queries = list(zip(vectors, texts, strict=True))
+    # No filter index, built or proposed, left by an earlier run.
+    from tools.models import FilterIndex
+    from tools.services.filter_index import filter_index_drop
+
+    for stale in FilterIndex.objects.filter(vector_store_id__in=stores.values()):
+        filter_index_drop(filter_index=stale)
     _settle()
     rows = []
     with override_settings(SEARCH_HNSW_EF_SEARCH=ef_search):
@@ -842,7 +875,7 @@ def scale_measure(
                 if spec
                 else None
             )
-            index = _filter_index_build(store_id, flt) if indexed else None
+            index, shorts = _filter_index_build(store_id, flt) if indexed else (None, 0)
             latencies, found = [], []
             keyword_ms: list[float] = []
             hybrid_ms: list[float] = []
@@ -941,10 +974,9 @@ def scale_measure(
                 else 0.0,
             )
             if index is not None:
-                from tools.services.filter_index import filter_index_drop
-
                 row.filter_index_build_s = index.build_seconds or 0.0
                 row.filter_index_rows = index.rows
+                row.filter_index_proposed_by = shorts
                 filter_index_drop(filter_index=index)
             print(f"  {row}", flush=True)
             rows.append(row)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.test import override_settings
+from django.utils import timezone
 
 from core.errors import InvalidRequestError
 from tests.test_vector_search_plans import (  # noqa: F401 (fixture)
@@ -21,6 +24,7 @@ from tests.test_vector_search_plans import (  # noqa: F401 (fixture)
     _assert_exact,
     _query,
     _truth,
+    short_walk_filter,
     stores,
 )
 from tools.file_search.search import (
@@ -31,6 +35,7 @@ from tools.file_search.search import (
     _ranking_sql,
     filter_sql,
     hnsw_params,
+    index_predicate,
     vector_ranking,
 )
 from tools.models import FilterIndex, VectorStore
@@ -38,8 +43,11 @@ from tools.services.filter_index import (
     BuildProgress,
     filter_index_create,
     filter_index_drop,
+    filter_index_short_search,
+    filter_indexes_build_due,
 )
 from tools.services.vector_store import vector_store_delete
+from tools.tasks import filter_index_build_task
 
 # Keeps bucket < 10: 10 % of the big store, and no index lists it (nin:
 # a chunk without the key passes too), so without a filter index only the
@@ -189,10 +197,6 @@ def test_an_expired_store_loses_its_filter_indexes(
     stores: dict[str, str],  # noqa: F811
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     from tools.services.vector_store import vector_stores_expire_due
 
     store = VectorStore.objects.get(pk=stores["big"])
@@ -217,9 +221,169 @@ def test_the_management_command_creates_lists_and_drops(
     assert f"{index.name}: ready, {BIG // 10} chunks" in out.getvalue()
     out = io.StringIO()
     call_command("filter_index", "list", stdout=out)
-    assert index.name in out.getvalue() and "ready" in out.getvalue()
+    assert f"{index.name}\tready\tdeclared\t{BIG // 10}\t0\t" in out.getvalue()
     out = io.StringIO()
     call_command("filter_index", "drop", stores["big"], json.dumps(TEN), stdout=out)
     assert f"{index.name} dropped" in out.getvalue()
     assert not _exists(index.name)
     assert not FilterIndex.objects.exists()
+
+
+def _short_walk(store_id: str, flt: Filter, seed: int) -> VectorRanking:
+    with transaction.atomic(), connection.cursor() as cursor:
+        return vector_ranking(cursor, _query(seed), [store_id], flt, 10)
+
+
+def _keeps_short_walk_rows(attributes: dict[str, Any]) -> bool:
+    return attributes["bucket"] == 1 and int(attributes["n"]) < 1000
+
+
+@override_settings(
+    SEARCH_HNSW_EF_SEARCH=40,
+    SEARCH_EXACT_MAX_ROWS=100,
+    SEARCH_AUTO_FILTER_INDEX_AFTER=3,
+)
+def test_short_walks_propose_a_filter_index_that_a_task_builds(
+    stores: dict[str, str],  # noqa: F811
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store_id = stores["big"]
+    flt = short_walk_filter()
+    sent: list[int] = []
+    monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
+    for seed in range(2):
+        assert _short_walk(store_id, flt, seed).plan == "hnsw+resume"
+    row = FilterIndex.objects.get()
+    assert row.status == FilterIndex.Status.PROPOSED
+    assert row.automatic and row.short_searches == 2
+    assert row.predicate == index_predicate(store_id, flt)
+    assert not _exists(row.name)
+    assert _search_count_after_hour_gap_starts_again(row, store_id, flt) == 1
+    _short_walk(store_id, flt, 1)
+    assert sent == []
+    # The third in a row hands the build to a task, once committed.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert _short_walk(store_id, flt, 2).plan == "hnsw+resume"
+    assert sent == [row.pk]
+    row.refresh_from_db()
+    assert row.status == FilterIndex.Status.BUILDING
+    assert row.enqueued_at is not None and not _exists(row.name)
+
+    # The task builds it; a second delivery of its message is a no-op.
+    filter_index_build_task(row.pk)
+    filter_index_build_task(row.pk)
+    row.refresh_from_db()
+    assert row.status == FilterIndex.Status.READY, row.last_error
+    assert row.rows == 10 and row.automatic and _exists(row.name)
+
+    # Its graph now serves the filter: no walk comes back short, nothing
+    # more is counted, and the rows are the exact nearest.
+    for seed in range(3, 6):
+        ranking = _short_walk(store_id, flt, seed)
+        assert ranking.plan == "hnsw" and ranking.filter_index
+        _assert_exact(
+            ranking, _truth(store_id, _query(seed), _keeps_short_walk_rows, 10)
+        )
+    row.refresh_from_db()
+    assert row.short_searches == 3
+
+
+def _search_count_after_hour_gap_starts_again(
+    row: FilterIndex, store_id: str, flt: Filter
+) -> int:
+    """Short searches more than an hour apart are not counted together."""
+    FilterIndex.objects.filter(pk=row.pk).update(
+        last_short_at=timezone.now() - timedelta(minutes=61)
+    )
+    _short_walk(store_id, flt, 0)
+    row.refresh_from_db()
+    return row.short_searches
+
+
+@override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
+def test_no_filter_index_is_proposed_when_switched_off_or_for_several_stores(
+    stores: dict[str, str],  # noqa: F811
+) -> None:
+    flt = short_walk_filter()
+    with override_settings(SEARCH_AUTO_FILTER_INDEXES=0):
+        assert _short_walk(stores["big"], flt, 0).plan == "hnsw+resume"
+    with transaction.atomic(), connection.cursor() as cursor:
+        vector_ranking(cursor, _query(0), [stores["big"], stores["small"]], flt, 10)
+    assert not FilterIndex.objects.exists()
+
+
+@override_settings(SEARCH_AUTO_FILTER_INDEX_AFTER=2, SEARCH_AUTO_FILTER_INDEXES=1)
+def test_automatic_filter_indexes_are_capped_per_store(
+    stores: dict[str, str],  # noqa: F811
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[int] = []
+    monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
+    big, small = stores["big"], stores["small"]
+    first, second = short_walk_filter(), short_walk_filter(1101)
+    with django_capture_on_commit_callbacks(execute=True):
+        for store_id, flt in ((big, first), (big, second), (small, first)):
+            for _ in range(2):
+                filter_index_short_search(vector_store_id=store_id, flt=flt)
+    rows = {
+        (r.vector_store_id, r.predicate): r for r in FilterIndex.objects.order_by("id")
+    }
+    status = {key: (r.status, r.short_searches, r.automatic) for key, r in rows.items()}
+    building = FilterIndex.Status.BUILDING
+    assert status == {
+        (big, index_predicate(big, first)): (building, 2, True),
+        # The store has its one automatic index: counted, not built.
+        (big, index_predicate(big, second)): (FilterIndex.Status.PROPOSED, 2, True),
+        # Another store's cap is its own.
+        (small, index_predicate(small, first)): (building, 2, True),
+    }
+    assert sent == [r.pk for r in rows.values() if r.status == building]
+    # An operator declaring the proposed one builds it: theirs, uncapped.
+    index = filter_index_create(
+        vector_store=VectorStore.objects.get(pk=big),
+        filters=second.model_dump(mode="json"),
+    )
+    assert index.pk == rows[(big, index_predicate(big, second))].pk
+    assert index.status == FilterIndex.Status.READY and not index.automatic
+
+
+def test_the_reaper_hands_on_a_build_nobody_is_doing(
+    stores: dict[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[int] = []
+    monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
+    big = stores["big"]
+    old = timezone.now() - timedelta(minutes=11)
+
+    def row(name: str, flt: Filter, enqueued_at: Any) -> FilterIndex:
+        return FilterIndex.objects.create(
+            vector_store_id=big,
+            filters=flt.model_dump(mode="json"),
+            predicate=index_predicate(big, flt),
+            name=f"tools_chunk_hnsw_f{name}",
+            status=FilterIndex.Status.BUILDING,
+            automatic=True,
+            enqueued_at=enqueued_at,
+        )
+
+    dead = row("dead", ComparisonFilter.model_validate(TEN), old)
+    row("fresh", short_walk_filter(), timezone.now())
+    held = row("held", short_walk_filter(1101), old)
+    # Another session is building ``held`` (it holds the build lock).
+    with psycopg.connect(**connection.get_connection_params()) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext(%s))", [held.name])
+        assert filter_indexes_build_due() == 1
+        assert sent == [dead.pk]
+        dead.refresh_from_db()
+        assert dead.enqueued_at is not None and dead.enqueued_at > old
+        # Just handed on: not again until it is overdue once more.
+        assert filter_indexes_build_due() == 0
+    # The other session ended (died): its build is handed on too.
+    assert filter_indexes_build_due() == 1
+    assert sent == [dead.pk, held.pk]
+    filter_index_build_task(dead.pk)
+    dead.refresh_from_db()
+    assert dead.status == FilterIndex.Status.READY and dead.rows == BIG // 10

@@ -289,6 +289,21 @@ def test_a_mid_selectivity_filter_takes_a_wide_beam_and_finds_the_nearest_rows(
         assert got <= {t[0] for t in passing}
 
 
+def short_walk_filter(first: int = 1001) -> CompoundFilter:
+    """A filter that seems to keep a quarter of the big store but keeps
+    about 10 rows: what makes its wide beam come back short (below)."""
+    return CompoundFilter(
+        type="and",
+        filters=[
+            ComparisonFilter(type="eq", key="tag", value="odd"),
+            ComparisonFilter(type="nin", key="bucket", value=list(range(3, 100, 2))),
+            ComparisonFilter(
+                type="nin", key="n", value=[str(i) for i in range(first, BIG, 100)]
+            ),
+        ],
+    )
+
+
 @override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
 def test_a_short_wide_beam_resumes_the_walk_before_going_exact(
     stores: dict[str, str], caplog: pytest.LogCaptureFixture
@@ -299,16 +314,7 @@ def test_a_short_wide_beam_resumes_the_walk_before_going_exact(
     # others keep of the odd. The beam sized for a quarter visits too few
     # rows to find the 10; a resumed walk finds them before an exact scan
     # is paid for.
-    flt = CompoundFilter(
-        type="and",
-        filters=[
-            ComparisonFilter(type="eq", key="tag", value="odd"),
-            ComparisonFilter(type="nin", key="bucket", value=list(range(3, 100, 2))),
-            ComparisonFilter(
-                type="nin", key="n", value=[str(i) for i in range(1001, BIG, 100)]
-            ),
-        ],
-    )
+    flt = short_walk_filter()
     resumed = metrics.VECTOR_SEARCHES.labels("hnsw+resume")
     before = resumed._value.get()
     caplog.set_level(logging.INFO, logger="tools.file_search.search")

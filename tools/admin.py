@@ -195,19 +195,23 @@ class VectorStoreFileAdmin(ReadOnlyAdmin):
 @admin.register(FilterIndex)
 class FilterIndexAdmin(ReadOnlyAdmin):
     """Filter indexes (``manage.py filter_index`` declares and builds them:
-    a build takes minutes on a large table and shows its progress there);
-    a failed build's error is here. Deleting one drops the index."""
+    a build takes minutes on a large table and shows its progress there),
+    and the ones searches proposed (``automatic``; ``proposed`` until
+    enough short searches came, then built by a task); a failed build's
+    error is here. Deleting one drops the index."""
 
     list_display = (
         "name",
         "vector_store",
         "filters",
         "status",
+        "automatic",
+        "short_searches",
         "rows",
         "build_seconds",
         "created_at",
     )
-    list_filter = ("status",)
+    list_filter = ("status", "automatic")
     search_fields = ("name", "vector_store__id", "vector_store__name")
     list_select_related = ("vector_store",)
 

@@ -23,6 +23,7 @@ from django.conf import settings
 from tools import embeddings
 from tools.embeddings import EmbeddingError
 from tools.models import VectorStoreFile
+from tools.services.filter_index import filter_index_build
 from tools.services.ingestion import (
     Progress,
     vector_store_file_fail,
@@ -113,3 +114,28 @@ def vector_store_files_ingest_task(self: Task, vsf_ids: list[str]) -> None:
             vector_store_file_fail(
                 vsf_id=vsf_id, code="server_error", message=f"Ingestion failed: {exc}"
             )
+
+
+@shared_task(
+    name="retrieval.build_filter_index",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    soft_time_limit=3600,
+    time_limit=3660,
+)
+def filter_index_build_task(filter_index_id: int) -> None:
+    """Build a filter index searches proposed (or one whose build died).
+    On the ingestion queue: a build reads the whole chunks table, minutes
+    at millions of chunks, and must not hold a runs worker. Safe to run
+    twice: the build lock lets one build, the status makes the rest no-ops;
+    a build killed with its worker leaves the row ``building``, and the
+    redelivered message (or the reaper) builds it again."""
+    index = filter_index_build(filter_index_id=filter_index_id)
+    if index is not None and index.status == index.Status.FAILED:
+        logger.warning(
+            "filter index %s (%s) failed: %s",
+            index.name,
+            index.vector_store_id,
+            index.last_error,
+        )

@@ -221,6 +221,8 @@ class VectorRanking:
     rows: list[tuple[int, float]]
     plan: Plan
     estimated_rows: float | None
+    # Whether a filter index's graph served the walk (the table's did not).
+    filter_index: bool = False
 
 
 @dataclass(frozen=True)
@@ -843,6 +845,13 @@ def vector_ranking(
             ",".join(store_ids),
             json.dumps(flt.model_dump(mode="json"), sort_keys=True),
         )
+        if len(store_ids) == 1 and not ranking.filter_index:
+            # Counted towards the index being built without an operator
+            # (a filter index serves one store's searches only). Imported
+            # here: the service imports this module.
+            from tools.services.filter_index import filter_index_short_search
+
+            filter_index_short_search(vector_store_id=store_ids[0], flt=flt)
     return ranking
 
 
@@ -868,18 +877,18 @@ def _vector_ranking(
     listed_max = _exact_max_rows(limit, floor, graph, _POSTING_VISIT_COST)
     if flt is not None and driver is not None and probe.driver_rows <= listed_max:
         listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
-        return VectorRanking(listed, "exact", estimate)
+        return VectorRanking(listed, "exact", estimate, indexed is not None)
     if reads <= exact_max:
         bound = floor if reads <= floor else exact_max
         rows = _exact_ranking(
             cursor, vector, store_ids, where, params, limit, _exact_cap(probe, bound)
         )
         if rows is not None:
-            return VectorRanking(rows, "exact", estimate)
+            return VectorRanking(rows, "exact", estimate, indexed is not None)
     hnsw = hnsw_params(limit, estimate, table, graph)
     rows = _hnsw_ranking(cursor, vector, store_ids, where, params, limit, hnsw)
     if len(rows) >= limit:
-        return VectorRanking(rows, "hnsw", estimate)
+        return VectorRanking(rows, "hnsw", estimate, indexed is not None)
     if hnsw.max_scan_tuples < _HNSW_MAX_SCAN_TUPLES:
         # What the wide beam visited held too few passing rows: near this
         # query the filter keeps far less than its average (a filter that
@@ -898,7 +907,7 @@ def _vector_ranking(
             HnswParams(ef_search=ef, max_scan_tuples=_HNSW_MAX_SCAN_TUPLES),
         )
         if len(rows) >= limit:
-            return VectorRanking(rows, "hnsw+resume", estimate)
+            return VectorRanking(rows, "hnsw+resume", estimate, indexed is not None)
     # Short: fewer rows pass than asked for (then the exact scan is small),
     # or the walk spent hnsw.max_scan_tuples under a filter far more
     # selective than estimated. Either way the exact answer is complete:
@@ -908,9 +917,9 @@ def _vector_ranking(
     share = _POSTING_VISIT_COST / _HNSW_VISIT_COST
     if flt is not None and driver is not None and probe.driver_rows <= share * reads:
         listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
-        return VectorRanking(listed, "hnsw+exact", estimate)
+        return VectorRanking(listed, "hnsw+exact", estimate, indexed is not None)
     exact = _exact_ranking(cursor, vector, store_ids, where, params, limit, cap=None)
-    return VectorRanking(exact or [], "hnsw+exact", estimate)
+    return VectorRanking(exact or [], "hnsw+exact", estimate, indexed is not None)
 
 
 # BM25's term-frequency saturation and length normalisation: the usual

@@ -1,6 +1,7 @@
 """Filter indexes: an HNSW index over the chunks of one store that pass one
 filter (tools.models.FilterIndex says why). Operators declare them with
-``manage.py filter_index``; searches find them by themselves.
+``manage.py filter_index``; searches find them by themselves, and propose
+the ones they lack (``filter_index_short_search``), which a task builds.
 
 The build is ``CREATE INDEX CONCURRENTLY`` (outside a transaction), so
 ingestion and searches go on while it runs; its progress is read from
@@ -13,14 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from core.errors import InvalidRequestError
 from core.validation import Input, parse
@@ -30,6 +37,8 @@ from tools.models import Chunk, FilterIndex, VectorStore
 # The graph's parameters: the chunk index's (tools.models.Chunk.Meta).
 _HNSW = next(i for i in Chunk._meta.indexes if i.name == "chunk_embedding_hnsw")
 _PROGRESS_EVERY = 0.5
+
+logger = logging.getLogger(__name__)
 
 
 class FilterIndexInput(Input):
@@ -123,19 +132,159 @@ def filter_index_create(
         predicate=predicate,
         defaults={
             "filters": flt.model_dump(mode="json"),
-            "name": f"tools_chunk_hnsw_f{secrets.token_hex(6)}",
+            "name": _new_name(),
         },
     )
+    if not created and index.automatic:
+        # Declared now: the operator's, outside the automatic ones' cap.
+        FilterIndex.objects.filter(pk=index.pk).update(automatic=False)
     if not created and index.status == FilterIndex.Status.READY:
         return index
+    return _ensure_built(index, progress)
+
+
+def filter_index_build(
+    *,
+    filter_index_id: int,
+    progress: Callable[[BuildProgress], None] | None = None,
+) -> FilterIndex | None:
+    """Build the index of a row left ``building`` (proposed by searches, or
+    declared by a process that died): what the build task and the reaper
+    hand on. Returns the row as it ends, None if it is gone. Safe to run
+    twice, or beside another build of it (one builds, the other returns)."""
+    index = FilterIndex.objects.filter(pk=filter_index_id).first()
+    if index is None or index.status != FilterIndex.Status.BUILDING:
+        return index
+    return _ensure_built(index, progress)
+
+
+def _ensure_built(
+    index: FilterIndex, progress: Callable[[BuildProgress], None] | None
+) -> FilterIndex:
     with _build_lock(index.name) as mine:
         if not mine:
             return index  # another process is building it
         index.refresh_from_db()
         if index.status == FilterIndex.Status.READY:
             return index
-        # New, failed, or left ``building`` by a process that died.
+        # New, proposed, failed, or left ``building`` by a process that died.
         return _build(index, progress)
+
+
+# The searches that propose an index: an INSERT of the ``proposed`` row, or
+# one more short search on the row there is (its count starts again after
+# an hour without one), in one statement that takes the row's lock, so
+# concurrent searches count one by one.
+_SHORT_SEARCH_SQL = """
+INSERT INTO tools_filterindex AS f (
+    vector_store_id, filters, predicate, name, status, rows, last_error,
+    created_at, automatic, short_searches, last_short_at
+) VALUES (%s, %s::jsonb, %s, %s, 'proposed', 0, '', now(), true, 1, now())
+ON CONFLICT (vector_store_id, predicate) DO UPDATE SET
+    short_searches = CASE
+        WHEN f.last_short_at > now() - interval '1 hour'
+        THEN f.short_searches + 1 ELSE 1 END,
+    last_short_at = now()
+RETURNING id, status, automatic, short_searches
+"""
+
+
+def filter_index_short_search(*, vector_store_id: str, flt: Filter) -> None:
+    """Count a search of one store whose walk over the table's graph came
+    back short under ``flt`` (its rows lie away from the query; the walk
+    went deep, or an exact scan of every passing row answered: at 1M
+    chunks ~30-40 ms against ~4 over the filter's own graph). The
+    SEARCH_AUTO_FILTER_INDEX_AFTER-th such search within an hour of each
+    other hands the filter's index to a build task, while the store has
+    fewer than SEARCH_AUTO_FILTER_INDEXES automatic ones built or
+    building. Runs in the search's transaction, in a savepoint: a failure
+    (the store deleted meanwhile) costs the count, never the search."""
+    cap = int(settings.SEARCH_AUTO_FILTER_INDEXES)
+    if cap <= 0:
+        return
+    predicate = index_predicate(vector_store_id, flt)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                _SHORT_SEARCH_SQL,
+                [
+                    vector_store_id,
+                    json.dumps(flt.model_dump(mode="json")),
+                    predicate,
+                    _new_name(),
+                ],
+            )
+            pk, status, automatic, count = cursor.fetchone()
+            if (
+                status != FilterIndex.Status.PROPOSED
+                or not automatic
+                or count < int(settings.SEARCH_AUTO_FILTER_INDEX_AFTER)
+            ):
+                return
+            built = FilterIndex.objects.filter(
+                vector_store_id=vector_store_id,
+                automatic=True,
+                status__in=[FilterIndex.Status.BUILDING, FilterIndex.Status.READY],
+            ).count()
+            if built >= cap:
+                return
+            moved = FilterIndex.objects.filter(
+                pk=pk, status=FilterIndex.Status.PROPOSED
+            ).update(status=FilterIndex.Status.BUILDING, enqueued_at=timezone.now())
+    except DatabaseError:
+        logger.warning(
+            "counting a short search of %s failed", vector_store_id, exc_info=True
+        )
+        return
+    if moved:
+        logger.info(
+            "filter index proposed by %d short searches of %s: building it",
+            count,
+            vector_store_id,
+        )
+        transaction.on_commit(functools.partial(_enqueue_build, pk))
+
+
+def _new_name() -> str:
+    return f"tools_chunk_hnsw_f{secrets.token_hex(6)}"
+
+
+def _enqueue_build(pk: int) -> None:
+    from tools.tasks import filter_index_build_task
+
+    try:
+        filter_index_build_task.delay(pk)
+    except Exception:
+        # The broker is away: the reaper hands the build on later
+        # (filter_indexes_build_due).
+        logger.warning("enqueuing the build of filter index %s failed", pk)
+
+
+def filter_indexes_build_due(
+    *, now: datetime | None = None, after: timedelta = timedelta(minutes=10)
+) -> int:
+    """Hand on the builds nobody is doing: rows ``building`` for longer than
+    ``after`` since their build was last handed on (or declared) whose
+    build lock no session holds (the task's message was lost, or the
+    process building it died; PostgreSQL frees a dead session's lock).
+    Returns how many were handed on. For the reaper's sweep."""
+    now = now or timezone.now()
+    due = FilterIndex.objects.filter(status=FilterIndex.Status.BUILDING).filter(
+        Q(enqueued_at__lt=now - after)
+        | Q(enqueued_at__isnull=True, created_at__lt=now - after)
+    )
+    handed = 0
+    for index in due:
+        with _build_lock(index.name) as free:
+            if not free:
+                continue  # being built
+            moved = FilterIndex.objects.filter(
+                pk=index.pk, status=FilterIndex.Status.BUILDING
+            ).update(enqueued_at=now)
+        if moved:
+            _enqueue_build(index.pk)
+            handed += 1
+    return handed
 
 
 @contextlib.contextmanager

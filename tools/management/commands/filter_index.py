@@ -10,7 +10,10 @@ filter, for the filters assistants search a large store with
 with a progress bar over the table's blocks, then prints the chunks it
 holds and the build time; declaring an index the store has is a no-op.
 Searches of that store whose filter is the declared one, or an ``and``
-holding it, use it from then on.
+holding it, use it from then on. ``list`` shows the declared ones and the
+ones searches proposed (automatic), tab-separated: store, index, status,
+origin, chunks, short searches counted, filter (and the error, if any).
+Declaring a proposed one builds it now, as the operator's.
 """
 
 from __future__ import annotations
@@ -106,9 +109,11 @@ class Command(BaseCommand):
         if options["vector_store"]:
             indexes = indexes.filter(vector_store_id=options["vector_store"])
         for index in indexes:
+            origin = "automatic" if index.automatic else "declared"
             self.stdout.write(
                 f"{index.vector_store_id}\t{index.name}\t{index.status}\t"
-                f"{index.rows}\t{json.dumps(index.filters)}"
+                f"{origin}\t{index.rows}\t{index.short_searches}\t"
+                f"{json.dumps(index.filters)}"
                 + (f"\t{index.last_error}" if index.last_error else "")
             )
 
