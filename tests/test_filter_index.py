@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
-from django.test import override_settings
+from django.test import TestCase, override_settings
 from django.utils import timezone
 
 from core.errors import InvalidRequestError
@@ -230,7 +230,12 @@ def test_the_management_command_creates_lists_and_drops(
 
 
 def _short_walk(store_id: str, flt: Filter, seed: int) -> VectorRanking:
-    with transaction.atomic(), connection.cursor() as cursor:
+    """A search, committed (a short one is counted once it is)."""
+    with (
+        TestCase.captureOnCommitCallbacks(execute=True),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         return vector_ranking(cursor, _query(seed), [store_id], flt, 10)
 
 
@@ -245,7 +250,6 @@ def _keeps_short_walk_rows(attributes: dict[str, Any]) -> bool:
 )
 def test_short_walks_propose_a_filter_index_that_a_task_builds(
     stores: dict[str, str],  # noqa: F811
-    django_capture_on_commit_callbacks: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store_id = stores["big"]
@@ -262,9 +266,8 @@ def test_short_walks_propose_a_filter_index_that_a_task_builds(
     assert _search_count_after_hour_gap_starts_again(row, store_id, flt) == 1
     _short_walk(store_id, flt, 1)
     assert sent == []
-    # The third in a row hands the build to a task, once committed.
-    with django_capture_on_commit_callbacks(execute=True):
-        assert _short_walk(store_id, flt, 2).plan == "hnsw+resume"
+    # The third in a row hands the build to a task.
+    assert _short_walk(store_id, flt, 2).plan == "hnsw+resume"
     assert sent == [row.pk]
     row.refresh_from_db()
     assert row.status == FilterIndex.Status.BUILDING
@@ -277,8 +280,8 @@ def test_short_walks_propose_a_filter_index_that_a_task_builds(
     assert row.status == FilterIndex.Status.READY, row.last_error
     assert row.rows == 10 and row.automatic and _exists(row.name)
 
-    # Its graph now serves the filter: no walk comes back short, nothing
-    # more is counted, and the rows are the exact nearest.
+    # Its graph now serves the filter: no walk comes back short, and the
+    # rows are the exact nearest.
     for seed in range(3, 6):
         ranking = _short_walk(store_id, flt, seed)
         assert ranking.plan == "hnsw" and ranking.filter_index
@@ -287,6 +290,21 @@ def test_short_walks_propose_a_filter_index_that_a_task_builds(
         )
     row.refresh_from_db()
     assert row.short_searches == 3
+    # A row past proposed (here one whose build failed) counts no more.
+    other = short_walk_filter(1101)
+    failed = FilterIndex.objects.create(
+        vector_store_id=store_id,
+        filters=other.model_dump(mode="json"),
+        predicate=index_predicate(store_id, other),
+        name="tools_chunk_hnsw_ffailed",
+        status=FilterIndex.Status.FAILED,
+        automatic=True,
+        short_searches=3,
+    )
+    assert _short_walk(store_id, other, 0).plan == "hnsw+resume"
+    failed.refresh_from_db()
+    assert failed.short_searches == 3 and failed.status == FilterIndex.Status.FAILED
+    assert sent == [row.pk]
 
 
 def _search_count_after_hour_gap_starts_again(

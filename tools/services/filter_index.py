@@ -171,10 +171,9 @@ def _ensure_built(
         return _build(index, progress)
 
 
-# The searches that propose an index: an INSERT of the ``proposed`` row, or
-# one more short search on the row there is (its count starts again after
-# an hour without one), in one statement that takes the row's lock, so
-# concurrent searches count one by one.
+# One more short search of a filter: the ``proposed`` row inserted, or its
+# count raised (starting again after an hour without one). A row past
+# ``proposed`` (building, ready, failed) is left as it is.
 _SHORT_SEARCH_SQL = """
 INSERT INTO tools_filterindex AS f (
     vector_store_id, filters, predicate, name, status, rows, last_error,
@@ -185,7 +184,8 @@ ON CONFLICT (vector_store_id, predicate) DO UPDATE SET
         WHEN f.last_short_at > now() - interval '1 hour'
         THEN f.short_searches + 1 ELSE 1 END,
     last_short_at = now()
-RETURNING id, status, automatic, short_searches
+WHERE f.status = 'proposed'
+RETURNING id, short_searches
 """
 
 
@@ -197,36 +197,44 @@ def filter_index_short_search(*, vector_store_id: str, flt: Filter) -> None:
     SEARCH_AUTO_FILTER_INDEX_AFTER-th such search within an hour of each
     other hands the filter's index to a build task, while the store has
     fewer than SEARCH_AUTO_FILTER_INDEXES automatic ones built or
-    building. Runs in the search's transaction, in a savepoint: a failure
-    (the store deleted meanwhile) costs the count, never the search."""
-    cap = int(settings.SEARCH_AUTO_FILTER_INDEXES)
-    if cap <= 0:
+    building.
+
+    Counted once the search's transaction commits, in a transaction of its
+    own: the count's row lock is then held for the upsert alone, not for
+    the rest of the search (the keyword ranker), so concurrent searches
+    with one filter do not queue behind each other; and a failure (the
+    store deleted meanwhile) costs the count, never the search."""
+    if int(settings.SEARCH_AUTO_FILTER_INDEXES) <= 0:
         return
-    predicate = index_predicate(vector_store_id, flt)
+    transaction.on_commit(
+        functools.partial(
+            _short_search_count,
+            vector_store_id,
+            json.dumps(flt.model_dump(mode="json")),
+            index_predicate(vector_store_id, flt),
+        )
+    )
+
+
+def _short_search_count(vector_store_id: str, filters: str, predicate: str) -> None:
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 _SHORT_SEARCH_SQL,
-                [
-                    vector_store_id,
-                    json.dumps(flt.model_dump(mode="json")),
-                    predicate,
-                    _new_name(),
-                ],
+                [vector_store_id, filters, predicate, _new_name()],
             )
-            pk, status, automatic, count = cursor.fetchone()
-            if (
-                status != FilterIndex.Status.PROPOSED
-                or not automatic
-                or count < int(settings.SEARCH_AUTO_FILTER_INDEX_AFTER)
-            ):
+            counted = cursor.fetchone()
+            if counted is None:
+                return  # built, building or failed
+            pk, count = counted
+            if count < int(settings.SEARCH_AUTO_FILTER_INDEX_AFTER):
                 return
             built = FilterIndex.objects.filter(
                 vector_store_id=vector_store_id,
                 automatic=True,
                 status__in=[FilterIndex.Status.BUILDING, FilterIndex.Status.READY],
             ).count()
-            if built >= cap:
+            if built >= int(settings.SEARCH_AUTO_FILTER_INDEXES):
                 return
             moved = FilterIndex.objects.filter(
                 pk=pk, status=FilterIndex.Status.PROPOSED
@@ -242,7 +250,7 @@ def filter_index_short_search(*, vector_store_id: str, flt: Filter) -> None:
             count,
             vector_store_id,
         )
-        transaction.on_commit(functools.partial(_enqueue_build, pk))
+        _enqueue_build(pk)
 
 
 def _new_name() -> str:
