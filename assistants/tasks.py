@@ -25,7 +25,10 @@ from assistants.runs.reaper import runs_reap
 from core import taskqueue
 from core.errors import is_outage
 from tools.services.file import files_expire_due
-from tools.services.filter_index import filter_indexes_build_due
+from tools.services.filter_index import (
+    filter_indexes_build_due,
+    filter_indexes_drop_idle,
+)
 from tools.services.upload import uploads_expire_due
 from tools.services.vector_store import vector_stores_expire_due
 from tools.tasks import preload_in_background
@@ -129,8 +132,10 @@ class _ReaperThread(threading.Thread):
                 uploads_expire_due()
                 files_expire_due()
                 vector_stores_expire_due()
-                # Filter index builds whose task died or was never sent.
+                # Filter index builds whose task died or was never sent,
+                # and automatic ones no search uses any more.
                 filter_indexes_build_due()
+                filter_indexes_drop_idle()
             except Exception as exc:
                 if is_outage(exc):
                     # PostgreSQL or Redis is restarting: the next sweep

@@ -45,6 +45,7 @@ from tools.services.filter_index import (
     filter_index_drop,
     filter_index_short_search,
     filter_indexes_build_due,
+    filter_indexes_drop_idle,
 )
 from tools.services.vector_store import vector_store_delete
 from tools.tasks import filter_index_build_task
@@ -405,3 +406,32 @@ def test_the_reaper_hands_on_a_build_nobody_is_doing(
     filter_index_build_task(dead.pk)
     dead.refresh_from_db()
     assert dead.status == FilterIndex.Status.READY and dead.rows == BIG // 10
+
+
+def test_automatic_filter_indexes_no_search_uses_are_dropped(
+    stores: dict[str, str],  # noqa: F811
+) -> None:
+    big = VectorStore.objects.get(pk=stores["big"])
+    automatic = filter_index_create(vector_store=big, filters=TEN)
+    declared = filter_index_create(
+        vector_store=big, filters={"type": "lt", "key": "bucket", "value": 50}
+    )
+    FilterIndex.objects.filter(pk=automatic.pk).update(automatic=True)
+    # Never scanned: counted as used when the server started (minutes ago
+    # here) or when its build was handed on, whichever is later.
+    soon = timezone.now() + timedelta(days=29)
+    assert filter_indexes_drop_idle(now=soon) == 0
+    assert _exists(automatic.name)
+    FilterIndex.objects.filter(pk=automatic.pk).update(
+        enqueued_at=timezone.now() + timedelta(days=20)
+    )
+    later = timezone.now() + timedelta(days=31)
+    assert filter_indexes_drop_idle(now=later) == 0  # built "on day 20"
+    with override_settings(SEARCH_AUTO_FILTER_INDEX_IDLE_DAYS=0):
+        assert filter_indexes_drop_idle(now=later + timedelta(days=30)) == 0
+    assert filter_indexes_drop_idle(now=later + timedelta(days=30)) == 1
+    assert not _exists(automatic.name)
+    assert not FilterIndex.objects.filter(pk=automatic.pk).exists()
+    # The operator's stays, however long unused.
+    assert _exists(declared.name)
+    assert FilterIndex.objects.filter(pk=declared.pk).exists()

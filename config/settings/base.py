@@ -297,6 +297,11 @@ SEARCH_KEYWORD_RARE_ROWS = env.int("SEARCH_KEYWORD_RARE_ROWS", default=100)
 # never; operators still declare them with manage.py filter_index).
 SEARCH_AUTO_FILTER_INDEXES = env.int("SEARCH_AUTO_FILTER_INDEXES", default=4)
 SEARCH_AUTO_FILTER_INDEX_AFTER = env.int("SEARCH_AUTO_FILTER_INDEX_AFTER", default=20)
+# An automatic filter index no search has used for this many days is
+# dropped (0: never); a declared one stays.
+SEARCH_AUTO_FILTER_INDEX_IDLE_DAYS = env.int(
+    "SEARCH_AUTO_FILTER_INDEX_IDLE_DAYS", default=30
+)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True

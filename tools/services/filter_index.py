@@ -268,6 +268,56 @@ def _enqueue_build(pk: int) -> None:
         logger.warning("enqueuing the build of filter index %s failed", pk)
 
 
+def filter_indexes_drop_idle(*, now: datetime | None = None) -> int:
+    """Drop the automatic filter indexes no search has used for
+    SEARCH_AUTO_FILTER_INDEX_IDLE_DAYS (0: never): the workload that
+    proposed one has moved on, and it still costs every insert of a
+    passing chunk and its room in shared buffers. A filter that comes back
+    proposes it again. Declared ones stay. Returns how many were dropped.
+    For the reaper's sweep.
+
+    Use is PostgreSQL's ``last_idx_scan``. Statistics can be reset, and are
+    lost in a crash: an index never scanned since then counts as used when
+    the server started or the statistics were reset, whichever is later,
+    or when it was handed to its build, if later still."""
+    days = int(settings.SEARCH_AUTO_FILTER_INDEX_IDLE_DAYS)
+    if days <= 0:
+        return 0
+    now = now or timezone.now()
+    ready = {
+        index.name: index
+        for index in FilterIndex.objects.filter(
+            automatic=True, status=FilterIndex.Status.READY
+        )
+    }
+    if not ready:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indexrelname, i.last_idx_scan, "
+            "greatest(pg_postmaster_start_time(), d.stats_reset) "
+            "FROM pg_stat_user_indexes i, pg_stat_database d "
+            "WHERE d.datname = current_database() AND i.indexrelname = ANY(%s)",
+            [list(ready)],
+        )
+        seen = cursor.fetchall()
+    dropped = 0
+    for name, last_scan, counted_since in seen:
+        index = ready[name]
+        since = [t for t in (counted_since, index.enqueued_at) if t is not None]
+        last_used = last_scan or max(since)
+        if last_used < now - timedelta(days=days):
+            logger.info(
+                "dropping filter index %s (%s): no search used it since %s",
+                name,
+                index.vector_store_id,
+                last_used.isoformat(),
+            )
+            filter_index_drop(filter_index=index)
+            dropped += 1
+    return dropped
+
+
 def filter_indexes_build_due(
     *, now: datetime | None = None, after: timedelta = timedelta(minutes=10)
 ) -> int:
