@@ -435,3 +435,25 @@ def test_automatic_filter_indexes_no_search_uses_are_dropped(
     # The operator's stays, however long unused.
     assert _exists(declared.name)
     assert FilterIndex.objects.filter(pk=declared.pk).exists()
+
+
+def test_an_index_whose_row_went_during_its_build_is_not_left_behind(
+    stores: dict[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tools.services.filter_index as service
+
+    index_sql = service._index_sql
+
+    def store_deleted_meanwhile(name: str, predicate: str, **kwargs: Any) -> str:
+        # As the store's delete does, between the build's start and end.
+        FilterIndex.objects.filter(name=name).delete()
+        return index_sql(name, predicate, **kwargs)
+
+    monkeypatch.setattr(service, "_index_sql", store_deleted_meanwhile)
+    big = VectorStore.objects.get(pk=stores["big"])
+    index = filter_index_create(vector_store=big, filters=TEN)
+    assert index.status == FilterIndex.Status.FAILED
+    assert "dropped while it was being built" in index.last_error
+    assert not _exists(index.name)
+    assert not FilterIndex.objects.exists()

@@ -400,20 +400,29 @@ def _build(
     except DatabaseError as exc:
         if concurrently:
             _drop(index.name)  # a failed concurrent build leaves one too
+        index.status = FilterIndex.Status.FAILED
+        index.last_error = str(exc).strip()[:2000]
         FilterIndex.objects.filter(pk=index.pk).update(
-            status=FilterIndex.Status.FAILED, last_error=str(exc).strip()[:2000]
+            status=index.status, last_error=index.last_error
         )
-        index.refresh_from_db()
         return index
     finally:
         done.set()
         if watcher is not None:
             watcher.join()
-    FilterIndex.objects.filter(pk=index.pk).update(
+    built = FilterIndex.objects.filter(pk=index.pk).update(
         status=FilterIndex.Status.READY,
         rows=rows,
         build_seconds=round(time.monotonic() - started, 3),
     )
+    if not built:
+        # The row went while the index was built (its store deleted or
+        # expired, the index dropped): the drop that came with it may have
+        # run before the build made the index, so it would be left behind.
+        _drop(index.name)
+        index.status = FilterIndex.Status.FAILED
+        index.last_error = "dropped while it was being built"
+        return index
     index.refresh_from_db()
     return index
 
