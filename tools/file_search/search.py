@@ -33,11 +33,13 @@ meets too many values to count (``_probe``) (``vector_ranking``):
 A store is a filter too: a store holding 1 % of the table is searched
 exactly, not through a graph built over everyone's chunks.
 
-A filter an operator declared a **filter index** for (tools.models.
-FilterIndex: an HNSW graph over the store's chunks passing it) is searched
-through that graph when the search's filter is the declared one or an
-``and`` holding it: PostgreSQL's planner picks the partial index, and the
-plan choice and the beam are sized for its rows (``_indexed_rows``).
+A filter with a **filter index** (tools.models.FilterIndex: an HNSW graph
+over the store's chunks passing it, declared by an operator or proposed
+by this store's searches whose walks came back short under that filter,
+``vector_ranking``) is searched through that graph when the search's
+filter is the index's or an ``and`` holding it: PostgreSQL's planner picks
+the partial index, and the plan choice and the beam are sized for its
+rows (``_indexed_rows``).
 
 The keyword query is BM25 (``keyword_ranking``) with the statistics that
 ``tools_chunk``'s triggers keep (migration 0007). Alone it scores every
@@ -871,24 +873,25 @@ def _vector_ranking(
     # predicate the query implies), which holds at least the rows passing.
     indexed = _indexed_rows(probe, store_ids, flt)
     graph = table if indexed is None else max(indexed, estimate)
+    served = indexed is not None
     floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
     exact_max = _exact_max_rows(limit, floor, graph)
     driver = probe.driver
     listed_max = _exact_max_rows(limit, floor, graph, _POSTING_VISIT_COST)
     if flt is not None and driver is not None and probe.driver_rows <= listed_max:
         listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
-        return VectorRanking(listed, "exact", estimate, indexed is not None)
+        return VectorRanking(listed, "exact", estimate, served)
     if reads <= exact_max:
         bound = floor if reads <= floor else exact_max
         rows = _exact_ranking(
             cursor, vector, store_ids, where, params, limit, _exact_cap(probe, bound)
         )
         if rows is not None:
-            return VectorRanking(rows, "exact", estimate, indexed is not None)
+            return VectorRanking(rows, "exact", estimate, served)
     hnsw = hnsw_params(limit, estimate, table, graph)
     rows = _hnsw_ranking(cursor, vector, store_ids, where, params, limit, hnsw)
     if len(rows) >= limit:
-        return VectorRanking(rows, "hnsw", estimate, indexed is not None)
+        return VectorRanking(rows, "hnsw", estimate, served)
     if hnsw.max_scan_tuples < _HNSW_MAX_SCAN_TUPLES:
         # What the wide beam visited held too few passing rows: near this
         # query the filter keeps far less than its average (a filter that
@@ -907,7 +910,7 @@ def _vector_ranking(
             HnswParams(ef_search=ef, max_scan_tuples=_HNSW_MAX_SCAN_TUPLES),
         )
         if len(rows) >= limit:
-            return VectorRanking(rows, "hnsw+resume", estimate, indexed is not None)
+            return VectorRanking(rows, "hnsw+resume", estimate, served)
     # Short: fewer rows pass than asked for (then the exact scan is small),
     # or the walk spent hnsw.max_scan_tuples under a filter far more
     # selective than estimated. Either way the exact answer is complete:
@@ -917,9 +920,9 @@ def _vector_ranking(
     share = _POSTING_VISIT_COST / _HNSW_VISIT_COST
     if flt is not None and driver is not None and probe.driver_rows <= share * reads:
         listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
-        return VectorRanking(listed, "hnsw+exact", estimate, indexed is not None)
+        return VectorRanking(listed, "hnsw+exact", estimate, served)
     exact = _exact_ranking(cursor, vector, store_ids, where, params, limit, cap=None)
-    return VectorRanking(exact or [], "hnsw+exact", estimate, indexed is not None)
+    return VectorRanking(exact or [], "hnsw+exact", estimate, served)
 
 
 # BM25's term-frequency saturation and length normalisation: the usual
