@@ -757,12 +757,12 @@ def _filter_index_build(store_id: str, flt: Any) -> tuple[Any, int]:
     does (the benchmark runs no worker); else declared, as ``manage.py
     filter_index create`` does. Returns it and the short searches that
     proposed it (0: declared)."""
-    from tools.file_search.search import index_predicate
     from tools.models import FilterIndex, VectorStore
     from tools.services.filter_index import (
         BuildProgress,
         filter_index_build,
         filter_index_create,
+        filter_index_get,
     )
 
     last = [0.0]
@@ -776,22 +776,21 @@ def _filter_index_build(store_id: str, flt: Any) -> tuple[Any, int]:
                 flush=True,
             )
 
-    proposed = FilterIndex.objects.filter(
-        vector_store_id=store_id,
-        predicate=index_predicate(store_id, flt),
-        automatic=True,
-        status=FilterIndex.Status.BUILDING,
-    ).first()
-    if proposed is not None:
+    store = VectorStore.objects.get(pk=store_id)
+    filters = flt.model_dump(mode="json")
+    proposed = filter_index_get(vector_store=store, filters=filters)
+    if (
+        proposed is not None
+        and proposed.automatic
+        and proposed.status == FilterIndex.Status.BUILDING
+    ):
         shorts = proposed.short_searches
         print(f"    filter index proposed by {shorts} short searches", flush=True)
         index = filter_index_build(filter_index_id=proposed.pk, progress=progress)
     else:
         shorts = 0
         index = filter_index_create(
-            vector_store=VectorStore.objects.get(pk=store_id),
-            filters=flt.model_dump(mode="json"),
-            progress=progress,
+            vector_store=store, filters=filters, progress=progress
         )
     if index is None or index.status != FilterIndex.Status.READY:
         raise SystemExit(f"filter index for {flt}: {index and index.last_error}")

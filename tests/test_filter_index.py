@@ -306,6 +306,15 @@ def test_short_walks_propose_a_filter_index_that_a_task_builds(
     failed.refresh_from_db()
     assert failed.short_searches == 3 and failed.status == FilterIndex.Status.FAILED
     assert sent == [row.pk]
+    # Declaring the built one makes it the operator's, in the row returned
+    # as in the database.
+    declared = filter_index_create(
+        vector_store=VectorStore.objects.get(pk=store_id),
+        filters=flt.model_dump(mode="json"),
+    )
+    assert declared.pk == row.pk and not declared.automatic
+    row.refresh_from_db()
+    assert not row.automatic and row.status == FilterIndex.Status.READY
 
 
 def _search_count_after_hour_gap_starts_again(

@@ -109,7 +109,8 @@ def _predicate(vector_store: VectorStore, filters: Any) -> tuple[Filter, str]:
 
 
 def filter_index_get(*, vector_store: VectorStore, filters: Any) -> FilterIndex | None:
-    """The store's filter index for ``filters``, if declared."""
+    """The store's filter index for ``filters`` (declared, or proposed by
+    its searches), if it has one."""
     _, predicate = _predicate(vector_store, filters)
     return FilterIndex.objects.filter(
         vector_store=vector_store, predicate=predicate
@@ -138,6 +139,7 @@ def filter_index_create(
     if not created and index.automatic:
         # Declared now: the operator's, outside the automatic ones' cap.
         FilterIndex.objects.filter(pk=index.pk).update(automatic=False)
+        index.automatic = False
     if not created and index.status == FilterIndex.Status.READY:
         return index
     return _ensure_built(index, progress)
