@@ -7,7 +7,9 @@ the reaper's every move is one.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from typing import Any
 
 import kombu.exceptions
@@ -116,12 +118,17 @@ class _ReaperThread(threading.Thread):
     swap, so sweeping twice is harmless.
     """
 
+    # How often the idle filter indexes are looked for: a rule of days
+    # needs no check every sweep.
+    IDLE_CHECK_SECONDS = 3600.0
+
     def __init__(self) -> None:
         super().__init__(name="runs-reaper", daemon=True)
         self.stopped = threading.Event()
 
     def run(self) -> None:
         interval = float(settings.REAPER_INTERVAL_SECONDS)
+        idle_checked = -math.inf
         while not self.stopped.wait(interval):
             try:
                 report = runs_reap()
@@ -135,7 +142,9 @@ class _ReaperThread(threading.Thread):
                 # Filter index builds whose task died or was never sent,
                 # and automatic ones no search uses any more.
                 filter_indexes_build_due()
-                filter_indexes_drop_idle()
+                if time.monotonic() - idle_checked >= self.IDLE_CHECK_SECONDS:
+                    filter_indexes_drop_idle()
+                    idle_checked = time.monotonic()
             except Exception as exc:
                 if is_outage(exc):
                     # PostgreSQL or Redis is restarting: the next sweep

@@ -371,7 +371,7 @@ class ScaleRow:
     # case and dropped after it: its build time and chunks.
     filter_index_build_s: float = 0.0
     filter_index_rows: int = 0
-    # The short searches that proposed the filter index (0: declared).
+    # The costly searches that proposed the filter index.
     filter_index_proposed_by: int = 0
 
 
@@ -686,28 +686,24 @@ def scale_build(
     return report
 
 
-FILTERS: list[tuple[str, float, str, Any, bool]] = [
-    # name, share of the table, store, filter (built in scale_measure),
-    # whether a filter index for it is built first (and dropped after).
+FILTERS: list[tuple[str, float, str, Any]] = [
+    # name, share of the table, store, filter (built in scale_measure).
     # "10%"/"1%" on shard: rows passing anywhere in the vector space, the
     # issue's setting (its 4.3 and 0.2 of 10 rows at pgvector's defaults;
     # ScaleRow.default_rows). "by file" on bucket: the passing rows are
     # those of a tenth (a hundredth) of the documents, so near a query
     # whose own documents fail, hardly any pass: at 1M, 2.6 of 10 rows at
     # the defaults, none for 64 of the 225 queries. Harder, and what a
-    # filter on file attributes does. Then "10% by file" again over its
-    # own graph: the filter index its short searches in the case before
-    # proposed (SEARCH_AUTO_FILTER_INDEX_AFTER), built as the task builds
-    # it, or declared (manage.py filter_index) when too few came back
-    # short. Last, so that no other case searches with the index built
-    # (it takes shared buffers from theirs).
-    ("none", 1.0, SYNTHETIC, None, False),
-    ("10%", 0.1, SYNTHETIC, ("lt", "shard", 10), False),
-    ("1%", 0.01, SYNTHETIC, ("eq", "shard", 7), False),
-    ("10% by file", 0.1, SYNTHETIC, ("lt", "bucket", 10), False),
-    ("1% by file", 0.01, SYNTHETIC, ("eq", "bucket", 7), False),
-    ("store 1%", 0.01, SYNTHETIC_SMALL, None, False),
-    ("10% by file, filter index", 0.1, SYNTHETIC, ("lt", "bucket", 10), True),
+    # filter on file attributes does. Each filter whose searches proposed
+    # its filter index (SEARCH_AUTO_FILTER_INDEX_AFTER costly ones) is
+    # measured again over it, built as its task builds it, then dropped
+    # (it takes shared buffers from the next cases').
+    ("none", 1.0, SYNTHETIC, None),
+    ("10%", 0.1, SYNTHETIC, ("lt", "shard", 10)),
+    ("1%", 0.01, SYNTHETIC, ("eq", "shard", 7)),
+    ("10% by file", 0.1, SYNTHETIC, ("lt", "bucket", 10)),
+    ("1% by file", 0.01, SYNTHETIC, ("eq", "bucket", 7)),
+    ("store 1%", 0.01, SYNTHETIC_SMALL, None),
 ]
 
 
@@ -749,19 +745,17 @@ def _settle() -> None:
         )
 
 
-def _filter_index_build(store_id: str, flt: Any) -> tuple[Any, int]:
-    """Build the store's filter index for ``flt`` (progress printed), then
-    settle again so that its pages are in shared buffers as a searched
-    index's are. The one the previous case's short searches proposed if
-    they did (SEARCH_AUTO_FILTER_INDEX_AFTER of them), built as its task
-    does (the benchmark runs no worker); else declared, as ``manage.py
-    filter_index create`` does. Returns it and the short searches that
-    proposed it (0: declared)."""
+def _filter_index_build(store_id: str, flt: Any) -> tuple[Any, int] | None:
+    """Build the store's filter index for ``flt`` if the case's searches
+    proposed it (SEARCH_AUTO_FILTER_INDEX_AFTER of them), as its task
+    builds it (the benchmark runs no worker), with its progress printed;
+    then settle again, so that its pages are in shared buffers as a
+    searched index's are. Returns it and the searches that proposed it;
+    None if they did not."""
     from tools.models import FilterIndex, VectorStore
     from tools.services.filter_index import (
         BuildProgress,
         filter_index_build,
-        filter_index_create,
         filter_index_get,
     )
 
@@ -777,21 +771,13 @@ def _filter_index_build(store_id: str, flt: Any) -> tuple[Any, int]:
             )
 
     store = VectorStore.objects.get(pk=store_id)
-    filters = flt.model_dump(mode="json")
-    proposed = filter_index_get(vector_store=store, filters=filters)
-    if (
-        proposed is not None
-        and proposed.automatic
-        and proposed.status == FilterIndex.Status.BUILDING
-    ):
-        shorts = proposed.short_searches
-        print(f"    filter index proposed by {shorts} short searches", flush=True)
-        index = filter_index_build(filter_index_id=proposed.pk, progress=progress)
-    else:
-        shorts = 0
-        index = filter_index_create(
-            vector_store=store, filters=filters, progress=progress
-        )
+    proposed = filter_index_get(vector_store=store, filters=flt.model_dump(mode="json"))
+    if proposed is None or proposed.status != FilterIndex.Status.BUILDING:
+        counted = proposed.searches if proposed else 0
+        print(f"    no filter index proposed ({counted} searches counted)")
+        return None
+    print(f"    filter index proposed by {proposed.searches} searches", flush=True)
+    index = filter_index_build(filter_index_id=proposed.pk, progress=progress)
     if index is None or index.status != FilterIndex.Status.READY:
         raise SystemExit(f"filter index for {flt}: {index and index.last_error}")
     print(
@@ -800,7 +786,7 @@ def _filter_index_build(store_id: str, flt: Any) -> tuple[Any, int]:
         flush=True,
     )
     _settle()
-    return index, shorts
+    return index, proposed.searches
 
 
 def _default_rows(
@@ -825,6 +811,124 @@ def _default_rows(
     return counts
 
 
+def _measure_case(
+    size: int,
+    name: str,
+    share: float,
+    store_id: str,
+    flt: Any,
+    queries: list[tuple[list[float], str]],
+    *,
+    exact_queries: int,
+    recall_queries: int,
+    limit: int,
+) -> ScaleRow:
+    """One case of ``scale_measure``: every query searched with ``flt``."""
+    from django.db import connection, transaction
+
+    from tools.file_search.search import (
+        _exact_ranking,
+        filter_sql,
+        query_rankings,
+        vector_ranking,
+    )
+
+    vectors = [vector for vector, _ in queries]
+    latencies, found = [], []
+    keyword_ms: list[float] = []
+    hybrid_ms: list[float] = []
+    overlaps: list[float] = []
+    pooled: list[list[int]] = []
+    approx: list[list[int]] = []
+    plans: dict[str, int] = {}
+    params: list[Any] = []
+    where = filter_sql(flt, params)
+    # Each search's database part as the platform runs it: vector
+    # only; hybrid (query_rankings: the vector ranking widened to
+    # the keyword pool, the term statistics, BM25 over the pool and
+    # the rarest terms' chunks). One pass each, so that no search
+    # follows the same query's walk: run back to back, the hybrid
+    # search's walk found the graph pages the vector search had
+    # just read in the CPU's caches, and took 1-1.5 ms less.
+    for warm in (True, False):
+        for vector, _ in queries if not warm else queries[:20]:
+            t0 = time.perf_counter()
+            with transaction.atomic(), connection.cursor() as cursor:
+                ranking = vector_ranking(cursor, vector, [store_id], flt, limit)
+            elapsed = time.perf_counter() - t0
+            if warm:
+                continue
+            latencies.append(elapsed * 1000)
+            approx.append([r[0] for r in ranking.rows[:10]])
+            found.append(len(ranking.rows))
+            plans[ranking.plan] = plans.get(ranking.plan, 0) + 1
+    for warm in (True, False):
+        for vector, text in queries if not warm else queries[:20]:
+            t0 = time.perf_counter()
+            with transaction.atomic(), connection.cursor() as cursor:
+                hybrid = query_rankings(
+                    cursor,
+                    text,
+                    vector,
+                    [store_id],
+                    flt,
+                    limit,
+                    (where, params),
+                )
+            elapsed = time.perf_counter() - t0
+            if warm:
+                continue
+            hybrid_ms.append(elapsed * 1000)
+            pooled.append([r[0] for r in dict(hybrid)["keyword"][:10]])
+    # Keyword only (BM25 over every chunk holding a term): its cost
+    # grows with the matches (seconds at 100k), so like the exact
+    # vector answers only for --exact-queries queries.
+    for (_, text), ids in list(zip(queries, pooled, strict=True))[:exact_queries]:
+        with transaction.atomic(), connection.cursor() as cursor:
+            t0 = time.perf_counter()
+            ((_, exact),) = query_rankings(
+                cursor, text, None, [store_id], flt, limit, (where, params)
+            )
+            keyword_ms.append((time.perf_counter() - t0) * 1000)
+        top = {r[0] for r in exact[:10]}
+        if top:
+            overlaps.append(len(top & set(ids)) / len(top))
+    defaults = _default_rows(vectors, store_id, where, params)
+    recalls, exact_ms = [], []
+    # recall@10 over every query by default: the exact answers are
+    # cheap next to the keyword ranker's (seconds at 1M), and a
+    # subset hid a lower recall at 1M (0.956 over the first 50
+    # queries, 0.930 over all 225 with the 10 % filter).
+    pairs = list(zip(vectors, approx, strict=True))
+    for vector, ids in pairs[: recall_queries or len(pairs)]:
+        with transaction.atomic(), connection.cursor() as cursor:
+            t0 = time.perf_counter()
+            truth = _exact_ranking(
+                cursor, vector, [store_id], where, params, 10, cap=None
+            )
+            exact_ms.append((time.perf_counter() - t0) * 1000)
+        if truth:
+            recalls.append(len(set(ids) & {r[0] for r in truth}) / len(truth))
+    return ScaleRow(
+        size=size,
+        filter=name,
+        selectivity=share,
+        p50_ms=round(percentile(latencies, 50), 2),
+        p95_ms=round(percentile(latencies, 95), 2),
+        recall_at_10=round(statistics.mean(recalls), 4) if recalls else 0.0,
+        mean_rows=round(statistics.mean(found), 2),
+        exact_p50_ms=round(percentile(exact_ms, 50), 1),
+        default_rows=round(statistics.mean(defaults), 2),
+        default_empty=sum(n == 0 for n in defaults),
+        plans=plans,
+        keyword_p50_ms=round(percentile(keyword_ms, 50), 2),
+        keyword_p95_ms=round(percentile(keyword_ms, 95), 2),
+        hybrid_p50_ms=round(percentile(hybrid_ms, 50), 2),
+        hybrid_p95_ms=round(percentile(hybrid_ms, 95), 2),
+        keyword_pool_overlap=round(statistics.mean(overlaps), 3) if overlaps else 0.0,
+    )
+
+
 def scale_measure(
     size: int,
     vectors: list[list[float]],
@@ -837,20 +941,16 @@ def scale_measure(
 ) -> list[ScaleRow]:
     """Time, for every query (``vectors`` and their ``texts``), the
     database part of a vector search (``vector_ranking``: the estimate, the
-    plan it picks, the query), of a hybrid one (``query_rankings``) and of
-    a keyword one (BM25 over every match), and the vector ranking's
-    recall@10 against the exact answer."""
-    from django.db import connection, transaction
+    plan it picks, the query, and its transaction's commit, when a search
+    the filter made costly is counted: ``filter_index_propose``), of a
+    hybrid one (``query_rankings``) and of a keyword one (BM25 over every
+    match), and the vector ranking's recall@10 against the exact answer;
+    then again over the filter index a case's searches proposed."""
     from django.test.utils import override_settings
 
-    from tools.file_search.search import (
-        ComparisonFilter,
-        _exact_ranking,
-        filter_sql,
-        query_rankings,
-        vector_ranking,
-    )
-    from tools.models import VectorStore
+    from tools.file_search.search import ComparisonFilter
+    from tools.models import FilterIndex, VectorStore
+    from tools.services.filter_index import filter_index_drop
 
     stores = {
         name: VectorStore.objects.filter(name=name).order_by("-seq").first().id  # type: ignore[union-attr]
@@ -859,124 +959,43 @@ def scale_measure(
     # Each query's vector and text, paired once for every filter's pass.
     queries = list(zip(vectors, texts, strict=True))
     # No filter index, built or proposed, left by an earlier run.
-    from tools.models import FilterIndex
-    from tools.services.filter_index import filter_index_drop
-
     for stale in FilterIndex.objects.filter(vector_store_id__in=stores.values()):
         filter_index_drop(filter_index=stale)
     _settle()
     rows = []
+    options = {
+        "exact_queries": exact_queries,
+        "recall_queries": recall_queries,
+        "limit": limit,
+    }
     with override_settings(SEARCH_HNSW_EF_SEARCH=ef_search):
-        for name, share, store_name, spec, indexed in FILTERS:
+        for name, share, store_name, spec in FILTERS:
             store_id = stores[store_name]
             flt = (
                 ComparisonFilter(type=spec[0], key=spec[1], value=spec[2])
                 if spec
                 else None
             )
-            index, shorts = _filter_index_build(store_id, flt) if indexed else (None, 0)
-            latencies, found = [], []
-            keyword_ms: list[float] = []
-            hybrid_ms: list[float] = []
-            overlaps: list[float] = []
-            pooled: list[list[int]] = []
-            approx: list[list[int]] = []
-            plans: dict[str, int] = {}
-            params: list[Any] = []
-            where = filter_sql(flt, params)
-            # Each search's database part as the platform runs it: vector
-            # only; hybrid (query_rankings: the vector ranking widened to
-            # the keyword pool, the term statistics, BM25 over the pool and
-            # the rarest terms' chunks). One pass each, so that no search
-            # follows the same query's walk: run back to back, the hybrid
-            # search's walk found the graph pages the vector search had
-            # just read in the CPU's caches, and took 1-1.5 ms less.
-            for warm in (True, False):
-                for vector, _ in queries if not warm else queries[:20]:
-                    with transaction.atomic(), connection.cursor() as cursor:
-                        t0 = time.perf_counter()
-                        ranking = vector_ranking(cursor, vector, [store_id], flt, limit)
-                        elapsed = time.perf_counter() - t0
-                    if warm:
-                        continue
-                    latencies.append(elapsed * 1000)
-                    approx.append([r[0] for r in ranking.rows[:10]])
-                    found.append(len(ranking.rows))
-                    plans[ranking.plan] = plans.get(ranking.plan, 0) + 1
-            for warm in (True, False):
-                for vector, text in queries if not warm else queries[:20]:
-                    with transaction.atomic(), connection.cursor() as cursor:
-                        t0 = time.perf_counter()
-                        hybrid = query_rankings(
-                            cursor,
-                            text,
-                            vector,
-                            [store_id],
-                            flt,
-                            limit,
-                            (where, params),
-                        )
-                        elapsed = time.perf_counter() - t0
-                    if warm:
-                        continue
-                    hybrid_ms.append(elapsed * 1000)
-                    pooled.append([r[0] for r in dict(hybrid)["keyword"][:10]])
-            # Keyword only (BM25 over every chunk holding a term): its cost
-            # grows with the matches (seconds at 100k), so like the exact
-            # vector answers only for --exact-queries queries.
-            for (_, text), ids in list(zip(queries, pooled, strict=True))[
-                :exact_queries
-            ]:
-                with transaction.atomic(), connection.cursor() as cursor:
-                    t0 = time.perf_counter()
-                    ((_, exact),) = query_rankings(
-                        cursor, text, None, [store_id], flt, limit, (where, params)
-                    )
-                    keyword_ms.append((time.perf_counter() - t0) * 1000)
-                top = {r[0] for r in exact[:10]}
-                if top:
-                    overlaps.append(len(top & set(ids)) / len(top))
-            defaults = _default_rows(vectors, store_id, where, params)
-            recalls, exact_ms = [], []
-            # recall@10 over every query by default: the exact answers are
-            # cheap next to the keyword ranker's (seconds at 1M), and a
-            # subset hid a lower recall at 1M (0.956 over the first 50
-            # queries, 0.930 over all 225 with the 10 % filter).
-            pairs = list(zip(vectors, approx, strict=True))
-            for vector, ids in pairs[: recall_queries or len(pairs)]:
-                with transaction.atomic(), connection.cursor() as cursor:
-                    t0 = time.perf_counter()
-                    truth = _exact_ranking(
-                        cursor, vector, [store_id], where, params, 10, cap=None
-                    )
-                    exact_ms.append((time.perf_counter() - t0) * 1000)
-                if truth:
-                    recalls.append(len(set(ids) & {r[0] for r in truth}) / len(truth))
-            row = ScaleRow(
-                size=size,
-                filter=name,
-                selectivity=share,
-                p50_ms=round(percentile(latencies, 50), 2),
-                p95_ms=round(percentile(latencies, 95), 2),
-                recall_at_10=round(statistics.mean(recalls), 4) if recalls else 0.0,
-                mean_rows=round(statistics.mean(found), 2),
-                exact_p50_ms=round(percentile(exact_ms, 50), 1),
-                default_rows=round(statistics.mean(defaults), 2),
-                default_empty=sum(n == 0 for n in defaults),
-                plans=plans,
-                keyword_p50_ms=round(percentile(keyword_ms, 50), 2),
-                keyword_p95_ms=round(percentile(keyword_ms, 95), 2),
-                hybrid_p50_ms=round(percentile(hybrid_ms, 50), 2),
-                hybrid_p95_ms=round(percentile(hybrid_ms, 95), 2),
-                keyword_pool_overlap=round(statistics.mean(overlaps), 3)
-                if overlaps
-                else 0.0,
+            row = _measure_case(size, name, share, store_id, flt, queries, **options)
+            print(f"  {row}", flush=True)
+            rows.append(row)
+            built = _filter_index_build(store_id, flt) if flt is not None else None
+            if built is None:
+                continue
+            index, searches = built
+            row = _measure_case(
+                size,
+                f"{name}, its filter index",
+                share,
+                store_id,
+                flt,
+                queries,
+                **options,
             )
-            if index is not None:
-                row.filter_index_build_s = index.build_seconds or 0.0
-                row.filter_index_rows = index.rows
-                row.filter_index_proposed_by = shorts
-                filter_index_drop(filter_index=index)
+            row.filter_index_build_s = index.build_seconds or 0.0
+            row.filter_index_rows = index.rows
+            row.filter_index_proposed_by = searches
+            filter_index_drop(filter_index=index)
             print(f"  {row}", flush=True)
             rows.append(row)
     return rows

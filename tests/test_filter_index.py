@@ -39,11 +39,12 @@ from tools.file_search.search import (
     vector_ranking,
 )
 from tools.models import FilterIndex, VectorStore
+from tools.services import filter_index as filter_index_service
 from tools.services.filter_index import (
     BuildProgress,
     filter_index_create,
     filter_index_drop,
-    filter_index_short_search,
+    filter_index_propose,
     filter_indexes_build_due,
     filter_indexes_drop_idle,
 )
@@ -230,8 +231,8 @@ def test_the_management_command_creates_lists_and_drops(
     assert not FilterIndex.objects.exists()
 
 
-def _short_walk(store_id: str, flt: Filter, seed: int) -> VectorRanking:
-    """A search, committed (a short one is counted once it is)."""
+def _committed_search(store_id: str, flt: Filter | None, seed: int) -> VectorRanking:
+    """A search, committed (a costly one is counted once it is)."""
     with (
         TestCase.captureOnCommitCallbacks(execute=True),
         transaction.atomic(),
@@ -258,17 +259,17 @@ def test_short_walks_propose_a_filter_index_that_a_task_builds(
     sent: list[int] = []
     monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
     for seed in range(2):
-        assert _short_walk(store_id, flt, seed).plan == "hnsw+resume"
+        assert _committed_search(store_id, flt, seed).plan == "hnsw+resume"
     row = FilterIndex.objects.get()
     assert row.status == FilterIndex.Status.PROPOSED
-    assert row.automatic and row.short_searches == 2
+    assert row.automatic and row.searches == 2
     assert row.predicate == index_predicate(store_id, flt)
     assert not _exists(row.name)
     assert _search_count_after_hour_gap_starts_again(row, store_id, flt) == 1
-    _short_walk(store_id, flt, 1)
+    _committed_search(store_id, flt, 1)
     assert sent == []
     # The third in a row hands the build to a task.
-    assert _short_walk(store_id, flt, 2).plan == "hnsw+resume"
+    assert _committed_search(store_id, flt, 2).plan == "hnsw+resume"
     assert sent == [row.pk]
     row.refresh_from_db()
     assert row.status == FilterIndex.Status.BUILDING
@@ -284,13 +285,13 @@ def test_short_walks_propose_a_filter_index_that_a_task_builds(
     # Its graph now serves the filter: no walk comes back short, and the
     # rows are the exact nearest.
     for seed in range(3, 6):
-        ranking = _short_walk(store_id, flt, seed)
+        ranking = _committed_search(store_id, flt, seed)
         assert ranking.plan == "hnsw" and ranking.filter_index
         _assert_exact(
             ranking, _truth(store_id, _query(seed), _keeps_short_walk_rows, 10)
         )
     row.refresh_from_db()
-    assert row.short_searches == 3
+    assert row.searches == 3
     # A row past proposed (here one whose build failed) counts no more.
     other = short_walk_filter(1101)
     failed = FilterIndex.objects.create(
@@ -300,11 +301,11 @@ def test_short_walks_propose_a_filter_index_that_a_task_builds(
         name="tools_chunk_hnsw_ffailed",
         status=FilterIndex.Status.FAILED,
         automatic=True,
-        short_searches=3,
+        searches=3,
     )
-    assert _short_walk(store_id, other, 0).plan == "hnsw+resume"
+    assert _committed_search(store_id, other, 0).plan == "hnsw+resume"
     failed.refresh_from_db()
-    assert failed.short_searches == 3 and failed.status == FilterIndex.Status.FAILED
+    assert failed.searches == 3 and failed.status == FilterIndex.Status.FAILED
     assert sent == [row.pk]
     # Declaring the built one makes it the operator's, in the row returned
     # as in the database.
@@ -317,16 +318,55 @@ def test_short_walks_propose_a_filter_index_that_a_task_builds(
     assert not row.automatic and row.status == FilterIndex.Status.READY
 
 
+@override_settings(
+    SEARCH_HNSW_EF_SEARCH=40,
+    SEARCH_EXACT_MAX_ROWS=50,
+    SEARCH_AUTO_FILTER_INDEX_AFTER=100,
+)
+def test_the_searches_a_filter_makes_costly_propose_its_index(
+    stores: dict[str, str],  # noqa: F811
+) -> None:
+    big = stores["big"]
+
+    def lt(n: int) -> ComparisonFilter:
+        return ComparisonFilter(type="lt", key="bucket", value=n)
+
+    half = ComparisonFilter(type="eq", key="tag", value="odd")
+    ten = ComparisonFilter.model_validate(TEN)
+    # (filter, plan, costly): a beam no wider than the unfiltered one's,
+    # or an exact scan of up to 4 × SEARCH_EXACT_MAX_ROWS rows, costs no
+    # more than the filter's own graph would.
+    cases: list[tuple[Filter | None, str, bool]] = [
+        (None, "hnsw", False),
+        (half, "hnsw", False),  # a half: the unfiltered beam
+        (ten, "hnsw", True),  # a tenth, read through no list: a wider beam
+        (lt(5), "exact", False),  # 100 rows
+        (lt(15), "exact", True),  # 300 rows, past 4 × 50
+    ]
+    for flt, plan, costly in cases:
+        ranking = _committed_search(big, flt, 0)
+        assert (ranking.plan, ranking.costly) == (plan, costly), flt
+    counted = {r.predicate: r.searches for r in FilterIndex.objects.all()}
+    assert counted == {index_predicate(big, ten): 1, index_predicate(big, lt(15)): 1}
+    assert all(r.automatic for r in FilterIndex.objects.all())
+
+    # Over its own graph the filter costs no more: nothing more is counted.
+    filter_index_create(vector_store=VectorStore.objects.get(pk=big), filters=TEN)
+    ranking = _committed_search(big, ten, 1)
+    assert ranking.filter_index and not ranking.costly
+    assert FilterIndex.objects.get(predicate=index_predicate(big, ten)).searches == 1
+
+
 def _search_count_after_hour_gap_starts_again(
     row: FilterIndex, store_id: str, flt: Filter
 ) -> int:
     """Short searches more than an hour apart are not counted together."""
     FilterIndex.objects.filter(pk=row.pk).update(
-        last_short_at=timezone.now() - timedelta(minutes=61)
+        last_search_at=timezone.now() - timedelta(minutes=61)
     )
-    _short_walk(store_id, flt, 0)
+    _committed_search(store_id, flt, 0)
     row.refresh_from_db()
-    return row.short_searches
+    return row.searches
 
 
 @override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)
@@ -335,7 +375,7 @@ def test_no_filter_index_is_proposed_when_switched_off_or_for_several_stores(
 ) -> None:
     flt = short_walk_filter()
     with override_settings(SEARCH_AUTO_FILTER_INDEXES=0):
-        assert _short_walk(stores["big"], flt, 0).plan == "hnsw+resume"
+        assert _committed_search(stores["big"], flt, 0).plan == "hnsw+resume"
     with transaction.atomic(), connection.cursor() as cursor:
         vector_ranking(cursor, _query(0), [stores["big"], stores["small"]], flt, 10)
     assert not FilterIndex.objects.exists()
@@ -354,11 +394,11 @@ def test_automatic_filter_indexes_are_capped_per_store(
     with django_capture_on_commit_callbacks(execute=True):
         for store_id, flt in ((big, first), (big, second), (small, first)):
             for _ in range(2):
-                filter_index_short_search(vector_store_id=store_id, flt=flt)
+                filter_index_propose(vector_store_id=store_id, flt=flt)
     rows = {
         (r.vector_store_id, r.predicate): r for r in FilterIndex.objects.order_by("id")
     }
-    status = {key: (r.status, r.short_searches, r.automatic) for key, r in rows.items()}
+    status = {key: (r.status, r.searches, r.automatic) for key, r in rows.items()}
     building = FilterIndex.Status.BUILDING
     assert status == {
         (big, index_predicate(big, first)): (building, 2, True),
@@ -368,6 +408,19 @@ def test_automatic_filter_indexes_are_capped_per_store(
         (small, index_predicate(small, first)): (building, 2, True),
     }
     assert sent == [r.pk for r in rows.values() if r.status == building]
+    # A store at its cap: this process counts its searches again only
+    # after a while (each count is a transaction of its own).
+    proposed = rows[(big, index_predicate(big, second))]
+
+    def counted_after_one_more() -> int:
+        with django_capture_on_commit_callbacks(execute=True):
+            filter_index_propose(vector_store_id=big, flt=second)
+        proposed.refresh_from_db()
+        return proposed.searches
+
+    assert counted_after_one_more() == 2
+    monkeypatch.setattr(filter_index_service, "_settled_until", {})
+    assert counted_after_one_more() == 3
     # An operator declaring the proposed one builds it: theirs, uncapped.
     index = filter_index_create(
         vector_store=VectorStore.objects.get(pk=big),

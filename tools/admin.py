@@ -197,7 +197,7 @@ class FilterIndexAdmin(ReadOnlyAdmin):
     """Filter indexes (``manage.py filter_index`` declares and builds them:
     a build takes minutes on a large table and shows its progress there),
     and the ones searches proposed (``automatic``; ``proposed`` until
-    enough short searches came, then built by a task); a failed build's
+    enough searches its filter made costly came, then built by a task); a failed build's
     error is here. Deleting one drops the index."""
 
     list_display = (
@@ -206,7 +206,7 @@ class FilterIndexAdmin(ReadOnlyAdmin):
         "filters",
         "status",
         "automatic",
-        "short_searches",
+        "searches",
         "rows",
         "build_seconds",
         "created_at",

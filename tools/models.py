@@ -416,12 +416,13 @@ class FilterIndex(models.Model):
     ``tools.services.filter_index`` builds it, ``CONCURRENTLY`` so that
     ingestion and searches go on meanwhile.
 
-    Searches propose them too: a filter whose walk over the table's graph
-    comes back short (``vector_ranking``'s hnsw+resume and hnsw+exact) is
-    counted in a ``proposed`` row, and once SEARCH_AUTO_FILTER_INDEX_AFTER
-    such searches came within an hour of each other, built by a task on
-    the ingestion queue (``automatic``; SEARCH_AUTO_FILTER_INDEXES per
-    store at most).
+    Searches propose them too: a filter that makes a search of one store
+    costly over the table's graph (``VectorRanking.costly``: a beam it
+    widened, a walk that came back short, a large exact scan) is counted
+    in a ``proposed`` row, and once SEARCH_AUTO_FILTER_INDEX_AFTER such
+    searches came within an hour of each other, built by a task on the
+    ingestion queue (``automatic``; SEARCH_AUTO_FILTER_INDEXES per store
+    at most).
 
     ``predicate`` is the index's WHERE as the search writes the filter
     (``tools.file_search.search.index_predicate``): a search uses the
@@ -455,10 +456,11 @@ class FilterIndex(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Proposed by searches rather than declared by an operator.
     automatic = models.BooleanField(default=False)
-    # Searches with this filter whose walk over the table's graph came back
-    # short, in a row with no hour between two of them, and the last one.
-    short_searches = models.BigIntegerField(default=0)
-    last_short_at = models.DateTimeField(null=True, blank=True)
+    # Searches this filter made costly over the table's graph (what
+    # proposes the index), in a row with no hour between two of them, and
+    # the last one.
+    searches = models.BigIntegerField(default=0)
+    last_search_at = models.DateTimeField(null=True, blank=True)
     # When its build was last handed to a task (the reaper hands a build
     # whose task died to another).
     enqueued_at = models.DateTimeField(null=True, blank=True)

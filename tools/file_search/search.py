@@ -35,8 +35,9 @@ exactly, not through a graph built over everyone's chunks.
 
 A filter with a **filter index** (tools.models.FilterIndex: an HNSW graph
 over the store's chunks passing it, declared by an operator or proposed
-by this store's searches whose walks came back short under that filter,
-``vector_ranking``) is searched through that graph when the search's
+by this store's searches that the filter made costly: a beam it widened,
+a walk that came back short, a large exact scan; ``vector_ranking``) is
+searched through that graph when the search's
 filter is the index's or an ``and`` holding it: PostgreSQL's planner picks
 the partial index, and the plan choice and the beam are sized for its
 rows (``_indexed_rows``).
@@ -225,6 +226,11 @@ class VectorRanking:
     estimated_rows: float | None
     # Whether a filter index's graph served the walk (the table's did not).
     filter_index: bool = False
+    # Whether the filter made it cost more than its own graph would (what
+    # proposes a filter index, ``vector_ranking``): a beam it widened past
+    # the unfiltered one's, a walk that came back short, or an exact scan
+    # of more than _COSTLY_EXACT_SHARE × SEARCH_EXACT_MAX_ROWS rows.
+    costly: bool = False
 
 
 @dataclass(frozen=True)
@@ -812,6 +818,15 @@ def _exact_cap(probe: _Probe, bound: int) -> int | None:
     return None if probe.counted else 4 * bound
 
 
+# An exact scan of more than this many times SEARCH_EXACT_MAX_ROWS rows
+# costs more than a walk of those rows' own graph (VectorRanking.costly):
+# at 1M chunks (bench/retrieval_bench.py, 225 queries) a 1 % filter's
+# 10,000 rows took 3.7-4.1 ms p50 read exactly from the list; up to the
+# 2,000 rows of the default bound an exact scan takes under a millisecond,
+# which no walk beats.
+_COSTLY_EXACT_SHARE = 4
+
+
 def _index_served(flt: Filter | None) -> bool:
     """Whether an index finds the rows passing ``flt`` (with the store's
     btree, the attributes' GIN index for eq/in) rather than a scan of the
@@ -847,13 +862,13 @@ def vector_ranking(
             ",".join(store_ids),
             json.dumps(flt.model_dump(mode="json"), sort_keys=True),
         )
-        if len(store_ids) == 1 and not ranking.filter_index:
-            # Counted towards the index being built without an operator
-            # (a filter index serves one store's searches only). Imported
-            # here: the service imports this module.
-            from tools.services.filter_index import filter_index_short_search
+    if ranking.costly and flt is not None and len(store_ids) == 1:
+        # Counted towards the index being built without an operator (a
+        # filter index serves one store's searches only). Imported here:
+        # the service imports this module.
+        from tools.services.filter_index import filter_index_propose
 
-            filter_index_short_search(vector_store_id=store_ids[0], flt=flt)
+        filter_index_propose(vector_store_id=store_ids[0], flt=flt)
     return ranking
 
 
@@ -878,20 +893,28 @@ def _vector_ranking(
     exact_max = _exact_max_rows(limit, floor, graph)
     driver = probe.driver
     listed_max = _exact_max_rows(limit, floor, graph, _POSTING_VISIT_COST)
+    # Whether a filter index would answer it cheaper (VectorRanking.costly):
+    # never once one serves it.
+    indexable = flt is not None and not served
     if flt is not None and driver is not None and probe.driver_rows <= listed_max:
         listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
-        return VectorRanking(listed, "exact", estimate, served)
+        costly = indexable and probe.driver_rows > _COSTLY_EXACT_SHARE * floor
+        return VectorRanking(listed, "exact", estimate, served, costly)
     if reads <= exact_max:
         bound = floor if reads <= floor else exact_max
         rows = _exact_ranking(
             cursor, vector, store_ids, where, params, limit, _exact_cap(probe, bound)
         )
         if rows is not None:
-            return VectorRanking(rows, "exact", estimate, served)
+            costly = indexable and reads > _COSTLY_EXACT_SHARE * floor
+            return VectorRanking(rows, "exact", estimate, served, costly)
     hnsw = hnsw_params(limit, estimate, table, graph)
     rows = _hnsw_ranking(cursor, vector, store_ids, where, params, limit, hnsw)
     if len(rows) >= limit:
-        return VectorRanking(rows, "hnsw", estimate, served)
+        # A beam the filter widened: over the filter's own graph the
+        # unfiltered one would do.
+        costly = indexable and hnsw.ef_search > _ef_floor(limit, table)
+        return VectorRanking(rows, "hnsw", estimate, served, costly)
     if hnsw.max_scan_tuples < _HNSW_MAX_SCAN_TUPLES:
         # What the wide beam visited held too few passing rows: near this
         # query the filter keeps far less than its average (a filter that
@@ -910,7 +933,7 @@ def _vector_ranking(
             HnswParams(ef_search=ef, max_scan_tuples=_HNSW_MAX_SCAN_TUPLES),
         )
         if len(rows) >= limit:
-            return VectorRanking(rows, "hnsw+resume", estimate, served)
+            return VectorRanking(rows, "hnsw+resume", estimate, served, indexable)
     # Short: fewer rows pass than asked for (then the exact scan is small),
     # or the walk spent hnsw.max_scan_tuples under a filter far more
     # selective than estimated. Either way the exact answer is complete:
@@ -920,9 +943,9 @@ def _vector_ranking(
     share = _POSTING_VISIT_COST / _HNSW_VISIT_COST
     if flt is not None and driver is not None and probe.driver_rows <= share * reads:
         listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
-        return VectorRanking(listed, "hnsw+exact", estimate, served)
+        return VectorRanking(listed, "hnsw+exact", estimate, served, indexable)
     exact = _exact_ranking(cursor, vector, store_ids, where, params, limit, cap=None)
-    return VectorRanking(exact or [], "hnsw+exact", estimate, served)
+    return VectorRanking(exact or [], "hnsw+exact", estimate, served, indexable)
 
 
 # BM25's term-frequency saturation and length normalisation: the usual

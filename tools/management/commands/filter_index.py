@@ -12,7 +12,7 @@ holds and the build time; declaring an index the store has is a no-op.
 Searches of that store whose filter is the declared one, or an ``and``
 holding it, use it from then on. ``list`` shows the declared ones and the
 ones searches proposed (automatic), tab-separated: store, index, status,
-origin, chunks, short searches counted, filter (and the error, if any).
+origin, chunks, proposing searches counted, filter (and the error, if any).
 Declaring a proposed one builds it now, as the operator's.
 """
 
@@ -112,7 +112,7 @@ class Command(BaseCommand):
             origin = "automatic" if index.automatic else "declared"
             self.stdout.write(
                 f"{index.vector_store_id}\t{index.name}\t{index.status}\t"
-                f"{origin}\t{index.rows}\t{index.short_searches}\t"
+                f"{origin}\t{index.rows}\t{index.searches}\t"
                 f"{json.dumps(index.filters)}"
                 + (f"\t{index.last_error}" if index.last_error else "")
             )
