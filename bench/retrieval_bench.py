@@ -694,10 +694,11 @@ FILTERS: list[tuple[str, float, str, Any]] = [
     # those of a tenth (a hundredth) of the documents, so near a query
     # whose own documents fail, hardly any pass: at 1M, 2.6 of 10 rows at
     # the defaults, none for 64 of the 225 queries. Harder, and what a
-    # filter on file attributes does. Each filter whose searches proposed
-    # its filter index (SEARCH_AUTO_FILTER_INDEX_AFTER costly ones) is
-    # measured again over it, built as its task builds it, then dropped
-    # (it takes shared buffers from the next cases').
+    # filter on file attributes does. Each case whose searches proposed a
+    # filter index (SEARCH_AUTO_FILTER_INDEX_AFTER costly ones; "store 1%":
+    # the small store's own graph) is measured again over it, built as its
+    # task builds it, then dropped (it takes shared buffers from the next
+    # cases').
     ("none", 1.0, SYNTHETIC, None),
     ("10%", 0.1, SYNTHETIC, ("lt", "shard", 10)),
     ("1%", 0.01, SYNTHETIC, ("eq", "shard", 7)),
@@ -771,7 +772,8 @@ def _filter_index_build(store_id: str, flt: Any) -> tuple[Any, int] | None:
             )
 
     store = VectorStore.objects.get(pk=store_id)
-    proposed = filter_index_get(vector_store=store, filters=flt.model_dump(mode="json"))
+    filters = flt.model_dump(mode="json") if flt is not None else None
+    proposed = filter_index_get(vector_store=store, filters=filters)
     if proposed is None or proposed.status != FilterIndex.Status.BUILDING:
         counted = proposed.searches if proposed else 0
         print(f"    no filter index proposed ({counted} searches counted)")
@@ -979,7 +981,7 @@ def scale_measure(
             row = _measure_case(size, name, share, store_id, flt, queries, **options)
             print(f"  {row}", flush=True)
             rows.append(row)
-            built = _filter_index_build(store_id, flt) if flt is not None else None
+            built = _filter_index_build(store_id, flt)
             if built is None:
                 continue
             index, searches = built

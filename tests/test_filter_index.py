@@ -21,6 +21,7 @@ from django.utils import timezone
 from core.errors import InvalidRequestError
 from tests.test_vector_search_plans import (  # noqa: F401 (fixture)
     BIG,
+    SMALL,
     _assert_exact,
     _query,
     _truth,
@@ -63,11 +64,15 @@ def _exists(name: str) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def _plan_index(store_id: str, flt: Filter) -> str:
-    """The index PostgreSQL's plan for the search's HNSW query scans."""
+def _plan_index(store_id: str, flt: Filter | None, *, graph: bool = False) -> str:
+    """The index PostgreSQL's plan for the search's HNSW query scans.
+    ``graph``: a graph if any applies (no sort: a few dozen rows are read
+    and sorted cheaper, which is no test of which graph applies)."""
     params: list[Any] = []
     where = filter_sql(flt, params)
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        if graph:
+            cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute(
             "EXPLAIN (FORMAT JSON) " + _ranking_sql(where, index=True),
             [str(_query(0)), [store_id], *params, 40],
@@ -355,6 +360,68 @@ def test_the_searches_a_filter_makes_costly_propose_its_index(
     ranking = _committed_search(big, ten, 1)
     assert ranking.filter_index and not ranking.costly
     assert FilterIndex.objects.get(predicate=index_predicate(big, ten)).searches == 1
+
+
+@override_settings(
+    SEARCH_HNSW_EF_SEARCH=40,
+    SEARCH_EXACT_MAX_ROWS=10,
+    SEARCH_AUTO_FILTER_INDEX_AFTER=2,
+)
+def test_a_store_sharing_the_table_gets_its_own_graph(
+    stores: dict[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The small store's 60 chunks among the big one's 2,000: more than
+    # 4 × SEARCH_EXACT_MAX_ROWS read exactly, with no filter.
+    small = stores["small"]
+    sent: list[int] = []
+    monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
+
+    def search(flt: Filter | None, seed: int) -> VectorRanking:
+        with (
+            TestCase.captureOnCommitCallbacks(execute=True),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            return vector_ranking(cursor, _query(seed), [small], flt, 5)
+
+    for seed in range(2):
+        ranking = search(None, seed)
+        assert (ranking.plan, ranking.costly, ranking.filter_index) == (
+            "exact",
+            True,
+            False,
+        )
+    row = FilterIndex.objects.get()
+    assert (
+        row.predicate
+        == index_predicate(small, None)
+        == (f"vector_store_id = '{small}'")
+    )
+    assert row.filters == {} and row.searches == 2 and sent == [row.pk]
+    filter_index_build_task(row.pk)
+    row.refresh_from_db()
+    assert row.status == FilterIndex.Status.READY and row.rows == SMALL
+    assert _plan_index(small, None, graph=True) == "tools_chunk_hnsw_f"
+    # Its searches walk its graph, sized for it, and find the exact
+    # nearest; so do its filtered ones.
+    for seed in range(2, 5):
+        ranking = search(None, seed)
+        assert (ranking.plan, ranking.costly, ranking.filter_index) == (
+            "hnsw",
+            False,
+            True,
+        )
+        _assert_exact(ranking, _truth(small, _query(seed), lambda a: True, 5))
+    half = ComparisonFilter(type="lt", key="bucket", value=30)
+    ranking = search(half, 5)
+    assert ranking.filter_index
+    _assert_exact(ranking, _truth(small, _query(5), lambda a: a["bucket"] < 30, 5))
+    assert FilterIndex.objects.count() == 1
+    # The command declares one the same way: '{}'.
+    out = io.StringIO()
+    call_command("filter_index", "list", small, stdout=out)
+    assert f"{row.name}\tready\tautomatic\t{SMALL}\t2\t{{}}" in out.getvalue()
 
 
 def _search_count_after_hour_gap_starts_again(

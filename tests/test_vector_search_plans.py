@@ -258,6 +258,13 @@ def test_the_beam_widens_with_the_candidates_a_filter_needs() -> None:
         assert hnsw_params(40, None, 1_000_000).ef_search == 150
         assert hnsw_params(40, None, 10_000_000).ef_search == 200
         assert hnsw_params(40, 100_000, 1_000_000).ef_search == 300
+        # Over a filter index: sized for its graph, the table's scale kept;
+        # twice the least beam over one no larger than an exact scan reads
+        # (22,803 rows at 1M: sqrt(13 x 40 x 1M)).
+        assert hnsw_params(40, 100_000, 1_000_000, 100_000).ef_search == 150
+        assert hnsw_params(40, 10_000, 1_000_000, 10_000).ef_search == 300
+        assert hnsw_params(40, 22_803, 1_000_000, 22_803).ef_search == 300
+        assert hnsw_params(40, 22_804, 1_000_000, 22_804).ef_search == 150
 
 
 @override_settings(SEARCH_HNSW_EF_SEARCH=40, SEARCH_EXACT_MAX_ROWS=100)

@@ -416,13 +416,17 @@ class FilterIndex(models.Model):
     ``tools.services.filter_index`` builds it, ``CONCURRENTLY`` so that
     ingestion and searches go on meanwhile.
 
-    Searches propose them too: a filter that makes a search of one store
-    costly over the table's graph (``VectorRanking.costly``: a beam it
-    widened, a walk that came back short, a large exact scan) is counted
-    in a ``proposed`` row, and once SEARCH_AUTO_FILTER_INDEX_AFTER such
-    searches came within an hour of each other, built by a task on the
-    ingestion queue (``automatic``; SEARCH_AUTO_FILTER_INDEXES per store
-    at most).
+    Without a filter (``filters`` ``{}``) it is a store's own graph: for a
+    store sharing the table with others, whose every search would
+    otherwise walk everyone's chunks, or scan its own exactly.
+
+    Searches propose them too: a filter (or a store's share of the table)
+    that makes a search of one store costly over the table's graph
+    (``VectorRanking.costly``: a beam it widened, a walk that came back
+    short, a large exact scan) is counted in a ``proposed`` row, and once
+    SEARCH_AUTO_FILTER_INDEX_AFTER such searches came within an hour of
+    each other, built by a task on the ingestion queue (``automatic``;
+    SEARCH_AUTO_FILTER_INDEXES per store at most).
 
     ``predicate`` is the index's WHERE as the search writes the filter
     (``tools.file_search.search.index_predicate``): a search uses the

@@ -37,10 +37,11 @@ A filter with a **filter index** (tools.models.FilterIndex: an HNSW graph
 over the store's chunks passing it, declared by an operator or proposed
 by this store's searches that the filter made costly: a beam it widened,
 a walk that came back short, a large exact scan; ``vector_ranking``) is
-searched through that graph when the search's
-filter is the index's or an ``and`` holding it: PostgreSQL's planner picks
-the partial index, and the plan choice and the beam are sized for its
-rows (``_indexed_rows``).
+searched through that graph when the search's filter is the index's or
+an ``and`` holding it: PostgreSQL's planner picks the partial index, and
+the plan choice and the beam are sized for its rows (``_indexed_rows``).
+A store's own graph (an index without a filter, for a store sharing the
+table with others) serves each of its searches the same way.
 
 The keyword query is BM25 (``keyword_ranking``) with the statistics that
 ``tools_chunk``'s triggers keep (migration 0007). Alone it scores every
@@ -226,10 +227,11 @@ class VectorRanking:
     estimated_rows: float | None
     # Whether a filter index's graph served the walk (the table's did not).
     filter_index: bool = False
-    # Whether the filter made it cost more than its own graph would (what
-    # proposes a filter index, ``vector_ranking``): a beam it widened past
-    # the unfiltered one's, a walk that came back short, or an exact scan
-    # of more than _COSTLY_EXACT_SHARE × SEARCH_EXACT_MAX_ROWS rows.
+    # Whether the filter, or the store's share of the table, made it cost
+    # more than a graph of the rows passing would (what proposes a filter
+    # index, ``vector_ranking``): a beam widened past the unfiltered one's,
+    # a walk that came back short, or an exact scan of more than
+    # _COSTLY_EXACT_SHARE × SEARCH_EXACT_MAX_ROWS rows.
     costly: bool = False
 
 
@@ -286,32 +288,50 @@ def _filter_indexes(value: Any) -> tuple[tuple[str, float], ...]:
     return tuple((str(p), float(n)) for p, n in rows or ())
 
 
-def index_predicate(store_id: str, flt: Filter) -> str:
+def index_predicate(store_id: str, flt: Filter | None) -> str:
     """A filter index's WHERE (tools.models.FilterIndex): the store test and
     ``filter_sql``'s fragment with its values written in, the text the
     search's own query holds for that store and filter, from which
-    PostgreSQL's planner proves that the partial index applies."""
+    PostgreSQL's planner proves that the partial index applies. No filter:
+    the store's own graph (a store sharing the table with others)."""
     params: list[Any] = [store_id]
-    where = filter_sql(flt, params)
+    where = "" if flt is None else " AND " + filter_sql(flt, params)
     # compose_sql: PostgreSQL's operations only (psycopg's client-side
     # binding, the same quoting the search's own queries get).
     ops: Any = connection.ops
-    return str(ops.compose_sql("vector_store_id = %s AND " + where, params))
+    return str(ops.compose_sql("vector_store_id = %s" + where, params))
+
+
+@dataclass(frozen=True)
+class _Indexed:
+    """The filter index serving a search (``_indexed_rows``)."""
+
+    # The chunks it held when built.
+    rows: float
+    # Whether it is the search's own filter's (else a broader one's: the
+    # store's own graph, or a part of an ``and``).
+    own: bool
 
 
 def _indexed_rows(
     probe: _Probe, store_ids: Sequence[str], flt: Filter | None
-) -> float | None:
-    """The chunks of the smallest filter index serving this search (the
-    filter, or a part of an ``and``, is one declared for the store), or
-    None: the walk's breadth and the plan choice are then sized for that
-    graph rather than the whole table's."""
-    if not probe.indexes or flt is None or len(store_ids) != 1:
+) -> _Indexed | None:
+    """The smallest filter index serving this search (the store's own, the
+    filter's, or a part of an ``and``'s), or None: the walk's breadth and
+    the plan choice are then sized for that graph rather than the whole
+    table's."""
+    if not probe.indexes or len(store_ids) != 1:
         return None
+    store = store_ids[0]
     parts = flt.filters if isinstance(flt, CompoundFilter) and flt.type == "and" else []
-    wanted = {index_predicate(store_ids[0], f) for f in [flt, *parts]}
-    sizes = [rows for predicate, rows in probe.indexes if predicate in wanted]
-    return min(sizes) if sizes else None
+    own = index_predicate(store, flt)
+    wanted = {own, index_predicate(store, None)}
+    wanted.update(index_predicate(store, f) for f in parts)
+    sizes = [(rows, p == own) for p, rows in probe.indexes if p in wanted]
+    if not sizes:
+        return None
+    rows, is_own = min(sizes, key=lambda s: (s[0], not s[1]))
+    return _Indexed(rows, is_own)
 
 
 def _probe(cursor: Any, store_ids: Sequence[str], flt: Filter | None) -> _Probe:
@@ -443,7 +463,9 @@ def _counted_probe(store_ids: Sequence[str], flt: Filter | None) -> _Probe | Non
     total, table = float(row[0]), max(0.0, float(row[1]))
     indexes = _filter_indexes(row[2])
     if flt is None or total == 0:
-        return _Probe(estimate=total, reads=total, table=table, counted=True)
+        return _Probe(
+            estimate=total, reads=total, table=table, counted=True, indexes=indexes
+        )
     share = _counted_share(flt, list(row[3:]), total)
     if share is None:
         return None
@@ -723,10 +745,22 @@ def hnsw_params(
     a region of the vector space as crowded as the whole table is, and its
     graph needs the same breadth. At 1M chunks over ``bucket < 10``'s index
     of 100,000 (bench/retrieval_bench.py, 225 queries): recall@10 0.955 at
-    ef_search 100 (the scale of 100,000), 0.972 at 150, 3.6 ms p95 both."""
+    ef_search 100 (the scale of 100,000), 0.972 at 150, 3.6 ms p95 both.
+
+    Over a filter index no larger than an exact scan would read (without
+    it, the exact plan answered) the least beam is twice as wide: such a
+    graph holds few clusters (a 1 % filter following the content: the
+    chunks of 14 documents), which its links join worse than the whole
+    table's do. At 1M chunks over ``bucket = 7``'s 10,000 (225 queries):
+    recall@10 0.933 at ef_search 150, 1.27 / 1.46 ms p50 / p95; 0.968 at
+    300, 1.53 / 1.75; the exact scan it replaces took 3.8 / 4.5."""
     scale = beam_scale(table)
     floor = _ef_floor(limit, table)
     graph = table if graph is None else graph
+    exact_floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
+    small = _exact_max_rows(limit, exact_floor, table, _POSTING_VISIT_COST)
+    if graph < table and graph <= small:
+        floor = min(_HNSW_MAX_EF, 2 * floor)
     candidates = float(limit)
     if passing is not None and graph > 0:
         candidates = limit * graph / max(passing, 1.0)
@@ -862,10 +896,11 @@ def vector_ranking(
             ",".join(store_ids),
             json.dumps(flt.model_dump(mode="json"), sort_keys=True),
         )
-    if ranking.costly and flt is not None and len(store_ids) == 1:
-        # Counted towards the index being built without an operator (a
-        # filter index serves one store's searches only). Imported here:
-        # the service imports this module.
+    if ranking.costly:
+        # Counted towards the index being built without an operator (one
+        # store's searches only: a filter index serves those; no filter,
+        # the store's own graph). Imported here: the service imports this
+        # module.
         from tools.services.filter_index import filter_index_propose
 
         filter_index_propose(vector_store_id=store_ids[0], flt=flt)
@@ -887,15 +922,16 @@ def _vector_ranking(
     # (tools.models.FilterIndex; the planner picks the smallest whose
     # predicate the query implies), which holds at least the rows passing.
     indexed = _indexed_rows(probe, store_ids, flt)
-    graph = table if indexed is None else max(indexed, estimate)
+    graph = table if indexed is None else max(indexed.rows, estimate)
     served = indexed is not None
     floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
     exact_max = _exact_max_rows(limit, floor, graph)
     driver = probe.driver
     listed_max = _exact_max_rows(limit, floor, graph, _POSTING_VISIT_COST)
     # Whether a filter index would answer it cheaper (VectorRanking.costly):
-    # never once one serves it.
-    indexable = flt is not None and not served
+    # not once its own serves it (a broader one's graph may still be far
+    # wider than its rows).
+    indexable = len(store_ids) == 1 and not (indexed is not None and indexed.own)
     if flt is not None and driver is not None and probe.driver_rows <= listed_max:
         listed = _posting_ranking(cursor, vector, store_ids, flt, driver, limit)
         costly = indexable and probe.driver_rows > _COSTLY_EXACT_SHARE * floor
@@ -911,9 +947,10 @@ def _vector_ranking(
     hnsw = hnsw_params(limit, estimate, table, graph)
     rows = _hnsw_ranking(cursor, vector, store_ids, where, params, limit, hnsw)
     if len(rows) >= limit:
-        # A beam the filter widened: over the filter's own graph the
-        # unfiltered one would do.
-        costly = indexable and hnsw.ef_search > _ef_floor(limit, table)
+        # A beam the filter widened (past the unfiltered one's over the
+        # same graph): over the filter's own graph that one would do.
+        unfiltered = hnsw_params(limit, None, table, graph).ef_search
+        costly = indexable and hnsw.ef_search > unfiltered
         return VectorRanking(rows, "hnsw", estimate, served, costly)
     if hnsw.max_scan_tuples < _HNSW_MAX_SCAN_TUPLES:
         # What the wide beam visited held too few passing rows: near this

@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
 
 
 class FilterIndexInput(Input):
-    filters: Filter
+    # None: the store's own graph, with no filter.
+    filters: Filter | None
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,11 @@ def _watch(
         connection.close()
 
 
-def _predicate(vector_store: VectorStore, filters: Any) -> tuple[Filter, str]:
-    """``filters`` (a search's ``filters`` object) parsed, and the index
-    predicate it makes for the store. Raises InvalidRequestError for a
-    filter a search would refuse."""
-    flt = parse(FilterIndexInput, {"filters": filters}).filters
+def _predicate(vector_store: VectorStore, filters: Any) -> tuple[Filter | None, str]:
+    """``filters`` (a search's ``filters`` object; None or ``{}``: none, the
+    store's own graph) parsed, and the index predicate it makes for the
+    store. Raises InvalidRequestError for a filter a search would refuse."""
+    flt = parse(FilterIndexInput, {"filters": filters or None}).filters
     try:
         return flt, index_predicate(vector_store.id, flt)
     except FilterError as exc:
@@ -131,10 +132,7 @@ def filter_index_create(
     index, created = FilterIndex.objects.get_or_create(
         vector_store=vector_store,
         predicate=predicate,
-        defaults={
-            "filters": flt.model_dump(mode="json"),
-            "name": _new_name(),
-        },
+        defaults={"filters": _filters_json(flt), "name": _new_name()},
     )
     if not created and index.automatic:
         # Declared now: the operator's, outside the automatic ones' cap.
@@ -191,13 +189,13 @@ RETURNING id, searches
 """
 
 
-def filter_index_propose(*, vector_store_id: str, flt: Filter) -> None:
-    """Count a search of one store that ``flt`` made costly over the
-    table's graph (``VectorRanking.costly``: a beam it widened, a walk
-    that came back short, a large exact scan; at 1M chunks a filter
-    keeping 10 % scattered through the table walks ~2,400 elements where
-    its own graph takes ~ten times fewer, and one following the content
-    went ~30-40 ms deep where its graph takes ~4). The
+def filter_index_propose(*, vector_store_id: str, flt: Filter | None) -> None:
+    """Count a search of one store that ``flt`` (None: the store's share of
+    the table) made costly over the table's graph (``VectorRanking.costly``:
+    a beam it widened, a walk that came back short, a large exact scan; at
+    1M chunks a filter keeping 10 % scattered through the table walks
+    ~2,400 elements where its own graph takes ~ten times fewer, and one
+    following the content went ~30-40 ms deep where its graph takes ~4). The
     SEARCH_AUTO_FILTER_INDEX_AFTER-th such search within an hour of each
     other hands the filter's index to a build task, while the store has
     fewer than SEARCH_AUTO_FILTER_INDEXES automatic ones built or
@@ -217,7 +215,7 @@ def filter_index_propose(*, vector_store_id: str, flt: Filter) -> None:
         functools.partial(
             _proposal_count,
             vector_store_id,
-            json.dumps(flt.model_dump(mode="json")),
+            json.dumps(_filters_json(flt)),
             predicate,
         )
     )
@@ -295,6 +293,12 @@ def _proposal_count(vector_store_id: str, filters: str, predicate: str) -> None:
             vector_store_id,
         )
         _enqueue_build(pk)
+
+
+def _filters_json(flt: Filter | None) -> dict[str, Any]:
+    """FilterIndex.filters: the filter as a search takes it; ``{}`` for the
+    store's own graph."""
+    return {} if flt is None else flt.model_dump(mode="json")
 
 
 def _new_name() -> str:

@@ -6,6 +6,9 @@ filter, for the filters assistants search a large store with
     manage.py filter_index list [vs_...]
     manage.py filter_index drop vs_... '{"type": "eq", "key": "team", "value": "x"}'
 
+A filter of ``'{}'`` is the store's own graph: for a store sharing the
+table with others, every one of its searches uses it.
+
 ``create`` builds the index concurrently (ingestion and searches go on)
 with a progress bar over the table's blocks, then prints the chunks it
 holds and the build time; declaring an index the store has is a no-op.
@@ -56,7 +59,10 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         create = sub.add_parser("create", help="build a filter index")
         create.add_argument("vector_store")
-        create.add_argument("filters", help="a search's filters object, as JSON")
+        create.add_argument(
+            "filters",
+            help="a search's filters object, as JSON ('{}': the store's own graph)",
+        )
         create.add_argument(
             "--build-mem",
             help="maintenance_work_mem for the build (e.g. 2GB): a graph "
