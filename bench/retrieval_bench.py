@@ -1096,15 +1096,21 @@ def targets(quality: QualityReport | None, scale: list[ScaleRow]) -> list[str]:
             f"ingestion/raw embedding throughput {quality.ingest_ratio:.2f} >= 0.9: "
             f"{'met' if quality.ingest_ratio >= 0.9 else 'MISSED'}"
         )
+    indexed = {(row.size, row.filter) for row in scale}
     for row in scale:
+        name = row.filter
+        if (row.size, f"{name}, its filter index") in indexed:
+            # What the filter's first searches get: the ones that propose
+            # its index, and those made while it is built.
+            name += " (before its filter index: its first searches)"
         ok = row.p95_ms < 10 and row.recall_at_10 >= 0.95
         out.append(
-            f"{row.size} chunks, filter {row.filter}: vector p95 {row.p95_ms} ms "
+            f"{row.size} chunks, filter {name}: vector p95 {row.p95_ms} ms "
             f"< 10, recall@10 {row.recall_at_10} >= 0.95: {'met' if ok else 'MISSED'}"
         )
         ok = row.hybrid_p95_ms < 10
         out.append(
-            f"{row.size} chunks, filter {row.filter}: hybrid (vector + keyword) "
+            f"{row.size} chunks, filter {name}: hybrid (vector + keyword) "
             f"p95 {row.hybrid_p95_ms} ms < 10: {'met' if ok else 'MISSED'}"
         )
     return out
