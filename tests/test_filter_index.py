@@ -236,14 +236,16 @@ def test_the_management_command_creates_lists_and_drops(
     assert not FilterIndex.objects.exists()
 
 
-def _committed_search(store_id: str, flt: Filter | None, seed: int) -> VectorRanking:
+def _committed_search(
+    store_id: str, flt: Filter | None, seed: int, limit: int = 10
+) -> VectorRanking:
     """A search, committed (a costly one is counted once it is)."""
     with (
         TestCase.captureOnCommitCallbacks(execute=True),
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
-        return vector_ranking(cursor, _query(seed), [store_id], flt, 10)
+        return vector_ranking(cursor, _query(seed), [store_id], flt, limit)
 
 
 def _keeps_short_walk_rows(attributes: dict[str, Any]) -> bool:
@@ -378,12 +380,7 @@ def test_a_store_sharing_the_table_gets_its_own_graph(
     monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
 
     def search(flt: Filter | None, seed: int) -> VectorRanking:
-        with (
-            TestCase.captureOnCommitCallbacks(execute=True),
-            transaction.atomic(),
-            connection.cursor() as cursor,
-        ):
-            return vector_ranking(cursor, _query(seed), [small], flt, 5)
+        return _committed_search(small, flt, seed, limit=5)
 
     for seed in range(2):
         ranking = search(None, seed)
