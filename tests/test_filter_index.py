@@ -236,6 +236,15 @@ def test_the_management_command_creates_lists_and_drops(
     assert not FilterIndex.objects.exists()
 
 
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The filter index builds handed to the task (its ``delay``, which
+    records them here instead of sending them to the broker)."""
+    builds: list[int] = []
+    monkeypatch.setattr(filter_index_build_task, "delay", builds.append)
+    return builds
+
+
 def _committed_search(
     store_id: str, flt: Filter | None, seed: int, limit: int = 10
 ) -> VectorRanking:
@@ -259,12 +268,10 @@ def _keeps_short_walk_rows(attributes: dict[str, Any]) -> bool:
 )
 def test_short_walks_propose_a_filter_index_that_a_task_builds(
     stores: dict[str, str],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    sent: list[int],
 ) -> None:
     store_id = stores["big"]
     flt = short_walk_filter()
-    sent: list[int] = []
-    monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
     for seed in range(2):
         assert _committed_search(store_id, flt, seed).plan == "hnsw+resume"
     row = FilterIndex.objects.get()
@@ -371,13 +378,11 @@ def test_the_searches_a_filter_makes_costly_propose_its_index(
 )
 def test_a_store_sharing_the_table_gets_its_own_graph(
     stores: dict[str, str],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    sent: list[int],
 ) -> None:
     # The small store's 60 chunks among the big one's 2,000: more than
     # 4 × SEARCH_EXACT_MAX_ROWS read exactly, with no filter.
     small = stores["small"]
-    sent: list[int] = []
-    monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
 
     def search(flt: Filter | None, seed: int) -> VectorRanking:
         return _committed_search(small, flt, seed, limit=5)
@@ -450,9 +455,8 @@ def test_automatic_filter_indexes_are_capped_per_store(
     stores: dict[str, str],  # noqa: F811
     django_capture_on_commit_callbacks: Any,
     monkeypatch: pytest.MonkeyPatch,
+    sent: list[int],
 ) -> None:
-    sent: list[int] = []
-    monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
     big, small = stores["big"], stores["small"]
     first, second = short_walk_filter(), short_walk_filter(1101)
     with django_capture_on_commit_callbacks(execute=True):
@@ -496,10 +500,8 @@ def test_automatic_filter_indexes_are_capped_per_store(
 
 def test_the_reaper_hands_on_a_build_nobody_is_doing(
     stores: dict[str, str],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    sent: list[int],
 ) -> None:
-    sent: list[int] = []
-    monkeypatch.setattr(filter_index_build_task, "delay", sent.append)
     big = stores["big"]
     old = timezone.now() - timedelta(minutes=11)
 

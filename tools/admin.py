@@ -197,8 +197,8 @@ class FilterIndexAdmin(ReadOnlyAdmin):
     """Filter indexes (``manage.py filter_index`` declares and builds them:
     a build takes minutes on a large table and shows its progress there),
     and the ones searches proposed (``automatic``; ``proposed`` until
-    enough searches its filter made costly came, then built by a task); a failed build's
-    error is here. Deleting one drops the index."""
+    enough searches its filter made costly came, then built by a task); a
+    failed build's error is here. Deleting one drops the index."""
 
     list_display = (
         "name",

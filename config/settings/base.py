@@ -291,10 +291,11 @@ SEARCH_EXACT_MAX_ROWS = env.int("SEARCH_EXACT_MAX_ROWS", default=2000)
 # (tools/file_search/search.py).
 SEARCH_KEYWORD_POOL = env.int("SEARCH_KEYWORD_POOL", default=40)
 SEARCH_KEYWORD_RARE_ROWS = env.int("SEARCH_KEYWORD_RARE_ROWS", default=100)
-# Filter indexes searches propose (tools.models.FilterIndex): a filter whose
-# graph walks came back short this many times, none an hour after the
-# previous, gets one built, up to SEARCH_AUTO_FILTER_INDEXES per store (0:
-# never; operators still declare them with manage.py filter_index).
+# Filter indexes searches propose (tools.models.FilterIndex): a filter (or
+# a store's share of the table) that made this many searches of one store
+# costly (VectorRanking.costly), none an hour after the previous, gets one
+# built, up to SEARCH_AUTO_FILTER_INDEXES per store (0: never; operators
+# still declare them with manage.py filter_index).
 SEARCH_AUTO_FILTER_INDEXES = env.int("SEARCH_AUTO_FILTER_INDEXES", default=4)
 SEARCH_AUTO_FILTER_INDEX_AFTER = env.int("SEARCH_AUTO_FILTER_INDEX_AFTER", default=20)
 # An automatic filter index no search has used for this many days is

@@ -757,8 +757,7 @@ def hnsw_params(
     scale = beam_scale(table)
     floor = _ef_floor(limit, table)
     graph = table if graph is None else graph
-    exact_floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
-    small = _exact_max_rows(limit, exact_floor, table, _POSTING_VISIT_COST)
+    small = _exact_max_rows(limit, _exact_floor(), table, _POSTING_VISIT_COST)
     if graph < table and graph <= small:
         floor = min(_HNSW_MAX_EF, 2 * floor)
     candidates = float(limit)
@@ -821,6 +820,11 @@ _HNSW_VISIT_COST = 9
 # (migration 0010's sorted fill, or a REINDEX) they took 4.5 and 3.5 ms,
 # a ratio of ~26-33; the bound is set for the state a live store is in.
 _POSTING_VISIT_COST = 13
+
+
+def _exact_floor() -> int:
+    """SEARCH_EXACT_MAX_ROWS: the fewest rows an exact scan may take."""
+    return int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
 
 
 def _exact_max_rows(
@@ -924,7 +928,7 @@ def _vector_ranking(
     indexed = _indexed_rows(probe, store_ids, flt)
     graph = table if indexed is None else max(indexed.rows, estimate)
     served = indexed is not None
-    floor = int(getattr(settings, "SEARCH_EXACT_MAX_ROWS", 2000))
+    floor = _exact_floor()
     exact_max = _exact_max_rows(limit, floor, graph)
     driver = probe.driver
     listed_max = _exact_max_rows(limit, floor, graph, _POSTING_VISIT_COST)
